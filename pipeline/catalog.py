@@ -1,0 +1,72 @@
+"""What each step reads and writes: the pipeline's data flow on one screen.
+
+Keys are paths inside the artifact store. A step may only read what it declares, and its
+outputs appear all together when it succeeds, or not at all.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class StepSpec(msgspec.Struct, frozen=True):
+    name: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+
+
+RAW = "data/raw.parquet"
+VALIDATED = "data/validated.parquet"
+QUARANTINE = "data/quarantine.parquet"
+TRAIN = "data/train.parquet"
+TEST = "data/test.parquet"
+SPLIT_IDS = "data/split_ids.json"
+IMPUTE_DECISION = "decisions/impute.json"
+FEATURES_DECISION = "decisions/features.json"
+SELECT_DECISION = "decisions/select.json"
+TUNE_DECISION = "decisions/tune.json"
+MODEL = "models/candidate.joblib"
+EVALUATION = "reports/evaluate.json"
+REGISTRATION = "decisions/register.json"
+INGEST_REPORT = "reports/ingest.json"
+
+CATALOG: tuple[StepSpec, ...] = (
+    StepSpec("ingest", (), (RAW, INGEST_REPORT)),
+    StepSpec(
+        "validate",
+        (RAW,),
+        (VALIDATED, QUARANTINE, "reports/validate.json", "reports/validate.md"),
+    ),
+    StepSpec("split", (VALIDATED,), (TRAIN, TEST, SPLIT_IDS)),
+    StepSpec("impute", (TRAIN,), (IMPUTE_DECISION, "reports/impute.csv", "reports/impute.png")),
+    StepSpec("features", (TRAIN, IMPUTE_DECISION), (FEATURES_DECISION, "reports/features.csv")),
+    StepSpec("select", (TRAIN, FEATURES_DECISION), (SELECT_DECISION, "reports/select.csv")),
+    StepSpec(
+        "tune", (TRAIN, FEATURES_DECISION, SELECT_DECISION), (TUNE_DECISION, "reports/tune.csv")
+    ),
+    StepSpec(
+        "evaluate",
+        (TRAIN, TEST, FEATURES_DECISION, TUNE_DECISION),
+        (
+            MODEL,
+            EVALUATION,
+            "reports/errors_by_ocean_proximity.csv",
+            "reports/errors_by_income.csv",
+            "reports/feature_importance.csv",
+            "reports/residuals.png",
+            "reports/predicted_vs_actual.png",
+        ),
+    ),
+    StepSpec("register", (MODEL, EVALUATION, TEST, INGEST_REPORT), (REGISTRATION,)),
+)
+
+STEP_NAMES: tuple[str, ...] = tuple(s.name for s in CATALOG)
+BY_NAME: dict[str, StepSpec] = {s.name: s for s in CATALOG}
+
+
+def producer(key: str) -> str:
+    """The step that writes ``key``."""
+    for spec in CATALOG:
+        if key in spec.outputs:
+            return spec.name
+    raise KeyError(key)

@@ -1,0 +1,101 @@
+"""Command line: ``python -m pipeline run|promote|steps``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from pipeline import catalog
+from pipeline.settings import ConfigError, Settings, load_settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the training pipeline (cached steps are skipped)")
+    run.add_argument("--steps", help=f"comma-separated steps to run: {','.join(catalog.STEP_NAMES)}")
+    run.add_argument("--from", dest="start", metavar="STEP", help="run from this step onward")
+    run.add_argument("--config", help="TOML file of settings (see README)")
+    run.add_argument("--source", help="data: path, https:// URL (csv or .tgz) or gs:// URI")
+    run.add_argument("--sha256", help="expected sha256 of the source csv")
+    run.add_argument("--workers", type=int, help="local tune worker processes on one study")
+    run.add_argument("--force", action="store_true", help="ignore the cache, run every step")
+
+    promote = sub.add_parser("promote", help="make a registered version the champion")
+    promote.add_argument("--config", help="TOML file of settings")
+    promote.add_argument("--version", help="model version (default: the current challenger)")
+
+    sub.add_parser("steps", help="list the steps with what each reads and writes")
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = {
+        ("ingest", "source"): getattr(args, "source", None),
+        ("ingest", "sha256"): getattr(args, "sha256", None),
+        ("tune", "workers"): getattr(args, "workers", None),
+    }
+    return load_settings(args.config, os.environ, overrides)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from pipeline.orchestrator import run_pipeline, summary_table
+    from pipeline.storage import open_store
+    from pipeline.tracking import Tracker
+
+    settings = _settings(args)
+    settings.home_path.mkdir(parents=True, exist_ok=True)
+    store = open_store(settings.store_uri)
+    steps = [s.strip() for s in args.steps.split(",") if s.strip()] if args.steps else None
+    print(f"housing-mlops pipeline: home {settings.home_path}, artifacts {store.uri}", flush=True)
+    results = run_pipeline(
+        settings,
+        store,
+        Tracker(settings),
+        steps=steps,
+        start=args.start,
+        force=args.force,
+        echo=lambda line: print(line, flush=True),
+    )
+    print(summary_table(results), flush=True)
+    return 0
+
+
+def _promote(args: argparse.Namespace) -> int:
+    from pipeline import registry
+    from pipeline.promote import promote
+    from pipeline.storage import open_store
+    from pipeline.tracking import configure_mlflow
+
+    settings = _settings(args)
+    configure_mlflow(settings)
+    version = promote(settings, open_store(settings.store_uri), args.version)
+    print(f"{settings.register.model_name} version {version} is now @{registry.CHAMPION}")
+    return 0
+
+
+def _steps() -> int:
+    for spec in catalog.CATALOG:
+        print(f"{spec.name:<9} reads: {', '.join(spec.inputs) or '-'}")
+        print(f"{'':<9} writes: {', '.join(spec.outputs)}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from pipeline.orchestrator import PipelineError
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return _run(args)
+        if args.command == "promote":
+            return _promote(args)
+        return _steps()
+    except (PipelineError, ConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1

@@ -1,0 +1,234 @@
+"""Runs the steps in order, skipping those whose inputs, config and code are unchanged.
+
+Each step's outputs are staged in memory and committed to the store only when the step
+succeeds, so a failure never leaves half an artifact behind. A state record per step holds the
+fingerprint it ran with.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import io
+import json
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pandas as pd
+
+from pipeline import catalog
+from pipeline.settings import Settings
+from pipeline.storage import (
+    ArtifactStore,
+    frame_from_parquet,
+    frame_to_parquet,
+    sha256,
+    to_json,
+)
+from pipeline.tracking import StepTracker, Tracker
+
+#: Modules every step's behaviour depends on; editing one re-runs every step.
+SHARED_MODULES = ("model", "transformers", "metrics", "schema", "storage")
+PACKAGE_DIR = Path(__file__).parent
+
+
+class PipelineError(RuntimeError):
+    """A step failed for a reason the user can act on; the message says which."""
+
+
+class StepResult(msgspec.Struct):
+    name: str
+    status: str  # "ran", "cached", "failed"
+    seconds: float
+    fingerprint: str = ""
+    summary: dict[str, Any] = {}
+
+
+class StepContext:
+    """What a step sees: its settings, its declared inputs, a staging area for its outputs."""
+
+    def __init__(
+        self,
+        spec: catalog.StepSpec,
+        settings: Settings,
+        store: ArtifactStore,
+        tracker: StepTracker | None,
+        gcs_client: Any = None,
+        fingerprint: str = "",
+    ):
+        self.spec = spec
+        self.fingerprint = fingerprint
+        self.gcs_client = gcs_client
+        self.settings = settings
+        self.store = store
+        self.tracker = tracker
+        self.staged: dict[str, bytes] = {}
+
+    def _check_input(self, key: str) -> None:
+        if key not in self.spec.inputs:
+            raise PipelineError(f"step {self.spec.name} reads {key!r}, which it does not declare")
+
+    def read_bytes(self, key: str) -> bytes:
+        self._check_input(key)
+        return self.store.read_bytes(key)
+
+    def read_frame(self, key: str) -> pd.DataFrame:
+        return frame_from_parquet(self.read_bytes(key))
+
+    def read_json(self, key: str) -> Any:
+        return json.loads(self.read_bytes(key))
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        self.staged[key] = data
+
+    def write_frame(self, key: str, frame: pd.DataFrame) -> None:
+        if key.endswith(".csv"):
+            self.write_bytes(key, frame.to_csv(index=False).encode())
+        else:
+            self.write_bytes(key, frame_to_parquet(frame))
+
+    def write_json(self, key: str, obj: Any) -> None:
+        self.write_bytes(key, to_json(obj))
+
+    def write_figure(self, key: str, figure: Any) -> None:
+        buf = io.BytesIO()
+        figure.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+        self.write_bytes(key, buf.getvalue())
+        if self.tracker is not None:
+            self.tracker.figure(Path(key).stem, figure)
+        import matplotlib.pyplot as plt
+
+        plt.close(figure)
+
+
+def _source_hash(module: str) -> str:
+    return sha256((PACKAGE_DIR / f"{module.replace('.', '/')}.py").read_bytes())
+
+
+def fingerprint(spec: catalog.StepSpec, settings: Settings, store: ArtifactStore) -> str:
+    """Hash of the step's code, its config section and the content of its inputs."""
+    h = hashlib.sha256()
+    h.update(spec.name.encode())
+    for module in (f"steps.{spec.name}", *SHARED_MODULES):
+        h.update(_source_hash(module).encode())
+    section = getattr(settings, spec.name, None)
+    h.update(msgspec.json.encode(section))
+    for key in spec.inputs:
+        if not store.exists(key):
+            raise PipelineError(
+                f"step {spec.name} needs {key!r}, which is missing: "
+                f"run step {catalog.producer(key)} first"
+            )
+        h.update(key.encode())
+        h.update(sha256(store.read_bytes(key)).encode())
+    return h.hexdigest()
+
+
+def _state_key(name: str) -> str:
+    return f"state/{name}.json"
+
+
+def is_fresh(spec: catalog.StepSpec, store: ArtifactStore, fp: str) -> bool:
+    key = _state_key(spec.name)
+    if not store.exists(key):
+        return False
+    state = json.loads(store.read_bytes(key))
+    return state.get("fingerprint") == fp and all(store.exists(k) for k in spec.outputs)
+
+
+def select_steps(steps: Sequence[str] | None, start: str | None) -> tuple[list[str], bool]:
+    """The steps to consider and whether they are forced (named explicitly by the user)."""
+    names = list(catalog.STEP_NAMES)
+    if steps and start:
+        raise PipelineError("use either --steps or --from, not both")
+    if steps:
+        unknown = [s for s in steps if s not in names]
+        if unknown:
+            raise PipelineError(f"unknown step(s) {unknown}; steps are: {', '.join(names)}")
+        return [n for n in names if n in steps], True
+    if start:
+        if start not in names:
+            raise PipelineError(f"unknown step {start!r}; steps are: {', '.join(names)}")
+        return names[names.index(start) :], True
+    return names, False
+
+
+def run_pipeline(
+    settings: Settings,
+    store: ArtifactStore,
+    tracker: Tracker,
+    steps: Sequence[str] | None = None,
+    start: str | None = None,
+    force: bool = False,
+    echo: Callable[[str], None] = print,
+    gcs_client: Any = None,
+) -> list[StepResult]:
+    """Run the selected steps; returns one result per step, in order."""
+    names, forced = select_steps(steps, start)
+    force = force or forced
+    results: list[StepResult] = []
+    status = "FINISHED"
+    try:
+        for i, name in enumerate(names, 1):
+            spec = catalog.BY_NAME[name]
+            prefix = f"[{i}/{len(names)}] {name:<9}"
+            began = time.perf_counter()
+            fp = fingerprint(spec, settings, store)
+            if not force and is_fresh(spec, store, fp):
+                results.append(StepResult(name, "cached", time.perf_counter() - began, fp))
+                echo(f"{prefix} cached")
+                continue
+            echo(f"{prefix} running…")
+            module = importlib.import_module(f"pipeline.steps.{name}")
+            with tracker.step(name) as step_tracker:
+                ctx = StepContext(spec, settings, store, step_tracker, gcs_client, fp)
+                try:
+                    summary = module.run(ctx) or {}
+                except PipelineError:
+                    status = "FAILED"
+                    raise
+                except Exception as exc:
+                    status = "FAILED"
+                    raise PipelineError(f"step {name} failed: {type(exc).__name__}: {exc}") from exc
+                missing = [k for k in spec.outputs if k not in ctx.staged]
+                if missing:
+                    status = "FAILED"
+                    raise PipelineError(f"step {name} did not write {missing}")
+                for key, data in ctx.staged.items():
+                    store.write_bytes(key, data)
+                seconds = time.perf_counter() - began
+                store.write_bytes(
+                    _state_key(name),
+                    to_json({"fingerprint": fp, "seconds": seconds, "summary": summary}),
+                )
+                step_tracker.metrics({"step_seconds": seconds})
+            results.append(StepResult(name, "ran", seconds, fp, summary))
+            echo(f"{prefix} done in {seconds:.1f}s  {_short(summary)}")
+    finally:
+        tracker.finish(status)
+    return results
+
+
+def _short(summary: dict[str, Any]) -> str:
+    return "  ".join(f"{k}={_fmt(v)}" for k, v in list(summary.items())[:5])
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:,.4g}" if abs(v) < 1000 else f"{v:,.0f}"
+    return str(v)
+
+
+def summary_table(results: Sequence[StepResult]) -> str:
+    """The closing table: step, status, seconds."""
+    lines = [f"{'step':<10} {'status':<7} {'seconds':>8}", "-" * 27]
+    for r in results:
+        lines.append(f"{r.name:<10} {r.status:<7} {r.seconds:>8.2f}")
+    total = sum(r.seconds for r in results)
+    hits = sum(r.status == "cached" for r in results)
+    lines.append("-" * 27)
+    lines.append(f"{'total':<10} {f'{hits} hit':<7} {total:>8.2f}")
+    return "\n".join(lines)

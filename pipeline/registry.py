@@ -1,0 +1,155 @@
+"""MLflow Model Registry adapter: log, register, alias, promote, export.
+
+The registered model is the whole fitted scikit-learn Pipeline, saved with skops (no pickle)
+and an explicit list of the project's trusted types, so it loads anywhere the project's
+package is installed: ``mlflow.pyfunc.load_model("models:/housing-price@champion")``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.metrics import regression_metrics
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+ARTIFACT_PATH = "model"
+#: Modules whose types a saved model may hold; anything else in the model is refused.
+TRUSTED_PREFIXES = ("pipeline.", "sklearn.", "numpy.", "builtins.", "scipy.", "collections.")
+RUNTIME_PACKAGES = ("scikit-learn", "numpy", "pandas", "scipy", "skops")
+
+
+def pip_requirements() -> list[str]:
+    """Exact versions of what the model needs at inference (MLflow would otherwise guess)."""
+    return [f"{name}=={metadata.version(name)}" for name in RUNTIME_PACKAGES]
+
+
+def trusted_types(model: Any) -> list[str]:
+    """Types skops would refuse to load, after checking each one is ours or a library's."""
+    import skops.io
+
+    untrusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
+    foreign = [t for t in untrusted if not t.startswith(TRUSTED_PREFIXES)]
+    if foreign:
+        raise ValueError(f"model holds types from outside the project and its libraries: {foreign}")
+    return sorted(untrusted)
+
+
+def git_sha(cwd: Path | None = None) -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],  # noqa: S607
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=5,
+            cwd=cwd,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip()
+
+
+def promotion_decision(
+    challenger_rmse: float, champion_rmse: float | None, margin: float, policy: str
+) -> tuple[bool, str]:
+    """Whether the challenger becomes champion, and why, in words for the log and the tag."""
+    if policy == "manual":
+        return False, "promotion is manual: run `python -m pipeline promote`"
+    if champion_rmse is None:
+        return True, "no champion yet"
+    needed = champion_rmse * (1 - margin)
+    if challenger_rmse <= needed:
+        return True, (
+            f"challenger RMSE {challenger_rmse:,.0f} beats champion {champion_rmse:,.0f} "
+            f"by the margin {margin:.1%}"
+        )
+    return False, (
+        f"challenger RMSE {challenger_rmse:,.0f} does not beat champion {champion_rmse:,.0f} "
+        f"by the margin {margin:.1%} (needs <= {needed:,.0f})"
+    )
+
+
+class Registry:
+    """The project's view of one registered model."""
+
+    def __init__(self, name: str):
+        from mlflow import MlflowClient
+
+        self.name = name
+        self.client = MlflowClient()
+
+    def log_model(self, model: Any, example: pd.DataFrame) -> str:
+        """Log the fitted pipeline in the active run; returns its model URI."""
+        import mlflow
+        from mlflow.models import infer_signature
+
+        signature = infer_signature(example, np.asarray(model.predict(example)))
+        info = mlflow.sklearn.log_model(
+            model,
+            name=ARTIFACT_PATH,
+            signature=signature,
+            input_example=example,
+            pip_requirements=pip_requirements(),
+            serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS,
+            skops_trusted_types=trusted_types(model),
+        )
+        return str(info.model_uri)
+
+    def register(self, model_uri: str, run_id: str, tags: dict[str, str]) -> str:
+        import mlflow
+
+        version = mlflow.register_model(model_uri, self.name, tags=tags)
+        return str(version.version)
+
+    def version_by_alias(self, alias: str) -> Any | None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.get_model_version_by_alias(self.name, alias)
+        except MlflowException:
+            return None
+
+    def set_alias(self, alias: str, version: str) -> None:
+        self.client.set_registered_model_alias(self.name, alias, version)
+
+    def score(self, alias: str, X: pd.DataFrame, y: pd.Series) -> dict[str, float] | None:
+        """Metrics of the version behind ``alias`` on these rows; None if there is none."""
+        import mlflow
+
+        if self.version_by_alias(alias) is None:
+            return None
+        model = mlflow.sklearn.load_model(f"models:/{self.name}@{alias}")
+        return regression_metrics(y, model.predict(X))
+
+    @contextlib.contextmanager
+    def download(self, version: str) -> Iterator[Path]:
+        """The model's files (MLmodel, model.skops, …) in a temporary folder, removed after."""
+        import mlflow
+
+        with tempfile.TemporaryDirectory(prefix="housing-model-") as target:
+            local = mlflow.artifacts.download_artifacts(
+                f"models:/{self.name}/{version}", dst_path=target
+            )
+            yield Path(local)
+
+
+def model_files(root: Path) -> Iterator[tuple[str, bytes]]:
+    """(relative path, bytes) of every file of a saved model folder."""
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            yield str(path.relative_to(root)), path.read_bytes()
+
+
+def export_prefix(model_name: str, ref: str) -> str:
+    """Where a model version (or ``champion``) is exported in the artifact store."""
+    return f"models/{model_name}/{ref}"

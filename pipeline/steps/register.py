@@ -1,0 +1,84 @@
+"""Register: log the evaluated model to MLflow, tag it, alias it challenger, maybe promote it.
+
+The challenger becomes champion when there is none yet, or when it beats the current champion
+on this same test set by the configured margin (``register.promotion = "auto"``). Each version
+is also exported to the artifact store, the service's fallback when MLflow is unreachable.
+"""
+
+from __future__ import annotations
+
+import io
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import joblib
+
+from pipeline import catalog, registry
+from pipeline.cv import xy
+
+if TYPE_CHECKING:
+    from pipeline.orchestrator import StepContext
+
+
+def version_tags(
+    evaluation: dict[str, Any], ingest: dict[str, Any], wandb_path: str
+) -> dict[str, str]:
+    tags = {
+        "git_sha": registry.git_sha(),
+        "data_sha256": ingest["sha256"],
+        "family": evaluation["family"],
+        "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "wandb_run": wandb_path,
+    }
+    tags.update({f"test_{k}": f"{v:.6g}" for k, v in evaluation["test_metrics"].items()})
+    return tags
+
+
+def export(ctx: StepContext, reg: registry.Registry, version: str, refs: list[str]) -> None:
+    with reg.download(version) as local:
+        for rel, data in registry.model_files(local):
+            for ref in refs:
+                ctx.write_bytes(f"{registry.export_prefix(reg.name, ref)}/{rel}", data)
+
+
+def run(ctx: StepContext) -> dict[str, Any]:
+    config = ctx.settings.register
+    model = joblib.load(io.BytesIO(ctx.read_bytes(catalog.MODEL)))
+    evaluation = ctx.read_json(catalog.EVALUATION)
+    ingest = ctx.read_json(catalog.INGEST_REPORT)
+    X_test, y_test = xy(ctx.read_frame(catalog.TEST))
+    wandb_path = ""
+    if ctx.tracker and ctx.tracker.wandb_run is not None:
+        run = ctx.tracker.wandb_run
+        wandb_path = f"{run.project}/{run.id}"
+
+    reg = registry.Registry(config.model_name)
+    champion_metrics = reg.score(registry.CHAMPION, X_test, y_test)
+    model_uri = reg.log_model(model, X_test.head(5))
+    run_id = ctx.tracker.run_id if ctx.tracker else ""
+    version = reg.register(model_uri, run_id, version_tags(evaluation, ingest, wandb_path))
+    reg.set_alias(registry.CHALLENGER, version)
+
+    challenger_rmse = evaluation["test_metrics"]["rmse"]
+    champion_rmse = champion_metrics["rmse"] if champion_metrics else None
+    promote, reason = registry.promotion_decision(
+        challenger_rmse, champion_rmse, config.margin, config.promotion
+    )
+    if promote:
+        reg.set_alias(registry.CHAMPION, version)
+    reg.client.set_model_version_tag(config.model_name, version, "promotion", reason)
+    export(ctx, reg, version, [version, registry.CHAMPION] if promote else [version])
+    decision = {
+        "model_name": config.model_name,
+        "version": version,
+        "model_uri": model_uri,
+        "run_id": run_id,
+        "promoted": promote,
+        "reason": reason,
+        "challenger_rmse": challenger_rmse,
+        "champion_rmse": champion_rmse,
+    }
+    ctx.write_json(catalog.REGISTRATION, decision)
+    if ctx.tracker:
+        ctx.tracker.params({"version": version, "promoted": promote, "reason": reason})
+    return {"version": version, "promoted": promote}

@@ -1,0 +1,157 @@
+"""Suite-wide fixtures. The environment lines run before any test module imports a client, so
+nothing here can reach Google's metadata server, telemetry endpoints or W&B's cloud."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.update(
+    {
+        "NO_GCE_CHECK": "True",
+        "GCE_METADATA_HOST": "127.0.0.1:9",
+        "GCE_METADATA_IP": "127.0.0.1:9",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "DO_NOT_TRACK": "1",
+        "WANDB_MODE": "offline",
+        "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false",
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    }
+)
+os.environ.pop("WANDB_API_KEY", None)
+os.environ.pop("MLFLOW_TRACKING_URI", None)
+os.environ.pop("GOOGLE_APPLICATION_CREDENTIALS", None)
+
+import functools  # noqa: E402
+import pwd  # noqa: E402
+import shutil  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+from pipeline.settings import IngestConfig  # noqa: E402
+from pipeline.steps import ingest  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before listening on {port}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="session")
+def housing() -> pd.DataFrame:
+    """The full data set as ingest parses it from the packaged copy."""
+    frame, _ = ingest.load(IngestConfig())
+    return frame
+
+
+@pytest.fixture(scope="session")
+def housing_sample(housing: pd.DataFrame) -> pd.DataFrame:
+    """3,000 rows, enough for every step to behave as on the full set, in a fraction of the time."""
+    return housing.sample(3000, random_state=0).sort_values("row_id").reset_index(drop=True)
+
+
+@pytest.fixture(scope="session")
+def sample_csv(housing_sample: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "housing_sample.csv"
+    housing_sample.drop(columns=["row_id"]).to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def gcs_client() -> Iterator[object]:
+    """A google-cloud-storage client talking to gcp-storage-emulator on loopback."""
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    port = free_port()
+    exe = Path(sys.executable).parent / "gcp-storage-emulator"
+    proc = subprocess.Popen(
+        [str(exe), "start", "--host", "127.0.0.1", "--port", str(port), "--in-memory", "-q"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port, proc)
+        yield storage.Client(
+            project="test",
+            credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+            client_options={"api_endpoint": f"http://127.0.0.1:{port}"},
+        )
+    finally:
+        stop(proc)
+
+
+def _pg_owner() -> dict[str, Any]:
+    """initdb refuses to run as root: as root, run the server as an unprivileged account."""
+    if os.geteuid() != 0:
+        return {}
+    for name in ("postgres", "nobody"):
+        try:
+            pw = pwd.getpwnam(name)
+        except KeyError:
+            continue
+        return {"user": pw.pw_uid, "group": pw.pw_gid}
+    pytest.fail("running as root with no 'postgres' or 'nobody' account to own PostgreSQL")
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A throwaway PostgreSQL cluster (initdb + pg_ctl) on a free loopback port."""
+    for tool in ("initdb", "pg_ctl"):
+        if shutil.which(tool) is None:
+            pytest.fail(f"{tool} is not on PATH: install PostgreSQL server binaries (v15+)")
+    owner = _pg_owner()
+    root = Path(tempfile.mkdtemp(prefix="housing-pg-"))
+    if owner:
+        os.chown(root, owner["user"], owner["group"])
+    data = root / "data"
+    user = "housing"
+    env = {**os.environ, "LC_ALL": "C"}
+    run = functools.partial(subprocess.run, capture_output=True, env=env, cwd=root, **owner)
+    run(["initdb", "-D", str(data), "-U", user, "--auth=trust", "-E", "UTF8"], check=True)
+    port = free_port()
+    opts = f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={root}"
+    run(["pg_ctl", "-D", str(data), "-o", opts, "-l", str(root / "log"), "-w", "start"], check=True)
+    try:
+        import psycopg2
+
+        conn = psycopg2.connect(host="127.0.0.1", port=port, user=user, dbname="postgres")
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("CREATE DATABASE optuna")
+        conn.close()
+        yield f"postgresql+psycopg2://{user}@127.0.0.1:{port}/optuna"
+    finally:
+        run(["pg_ctl", "-D", str(data), "-m", "fast", "-w", "stop"], check=False)
+        shutil.rmtree(root, ignore_errors=True)
