@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from pipeline import catalog
 from pipeline.settings import ConfigError, Settings, load_settings
@@ -17,7 +18,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the training pipeline (cached steps are skipped)")
-    run.add_argument("--steps", help=f"comma-separated steps to run: {','.join(catalog.STEP_NAMES)}")
+    run.add_argument(
+        "--steps", help=f"comma-separated steps to run: {','.join(catalog.STEP_NAMES)}"
+    )
     run.add_argument("--from", dest="start", metavar="STEP", help="run from this step onward")
     run.add_argument("--config", help="TOML file of settings (see README)")
     run.add_argument("--source", help="data: path, https:// URL (csv or .tgz) or gs:// URI")
@@ -34,7 +37,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    overrides = {
+    overrides: dict[tuple[str, ...], Any] = {
         ("ingest", "source"): getattr(args, "source", None),
         ("ingest", "sha256"): getattr(args, "sha256", None),
         ("tune", "workers"): getattr(args, "workers", None),

@@ -52,6 +52,6 @@ def cross_validate(
         if on_fold is not None:
             on_fold(i, scores)
     table = pd.DataFrame(per_fold)
-    result = {k: float(v) for k, v in table.mean().items()}
+    result = {str(k): float(v) for k, v in table.mean().items()}
     result["rmse_std"] = float(np.std(table["rmse"]))
     return result

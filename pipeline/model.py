@@ -13,12 +13,12 @@ import msgspec
 import numpy as np
 from sklearn.base import RegressorMixin
 from sklearn.compose import ColumnTransformer, TransformedTargetRegressor
-from sklearn.experimental import enable_iterative_imputer  # noqa: F401
 from sklearn.ensemble import (
     ExtraTreesRegressor,
     HistGradientBoostingRegressor,
     RandomForestRegressor,
 )
+from sklearn.experimental import enable_iterative_imputer  # noqa: F401
 from sklearn.impute import IterativeImputer as _IterativeImputer
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import Ridge

@@ -108,8 +108,14 @@ def _source_hash(module: str) -> str:
     return sha256((PACKAGE_DIR / f"{module.replace('.', '/')}.py").read_bytes())
 
 
-def fingerprint(spec: catalog.StepSpec, settings: Settings, store: ArtifactStore) -> str:
-    """Hash of the step's code, its config section and the content of its inputs."""
+def fingerprint(
+    spec: catalog.StepSpec,
+    settings: Settings,
+    store: ArtifactStore,
+    upstream: dict[str, str] | None = None,
+) -> str:
+    """Hash of the step's code, its config section, its inputs' content and their producers'
+    fingerprints, so a change anywhere upstream re-runs every step after it."""
     h = hashlib.sha256()
     h.update(spec.name.encode())
     for module in (f"steps.{spec.name}", *SHARED_MODULES):
@@ -124,7 +130,16 @@ def fingerprint(spec: catalog.StepSpec, settings: Settings, store: ArtifactStore
             )
         h.update(key.encode())
         h.update(sha256(store.read_bytes(key)).encode())
+        producer = catalog.producer(key)
+        h.update(((upstream or {}).get(producer) or _recorded(store, producer)).encode())
     return h.hexdigest()
+
+
+def _recorded(store: ArtifactStore, name: str) -> str:
+    key = _state_key(name)
+    if not store.exists(key):
+        return ""
+    return str(json.loads(store.read_bytes(key)).get("fingerprint", ""))
 
 
 def _state_key(name: str) -> str:
@@ -132,11 +147,7 @@ def _state_key(name: str) -> str:
 
 
 def is_fresh(spec: catalog.StepSpec, store: ArtifactStore, fp: str) -> bool:
-    key = _state_key(spec.name)
-    if not store.exists(key):
-        return False
-    state = json.loads(store.read_bytes(key))
-    return state.get("fingerprint") == fp and all(store.exists(k) for k in spec.outputs)
+    return _recorded(store, spec.name) == fp and all(store.exists(k) for k in spec.outputs)
 
 
 def select_steps(steps: Sequence[str] | None, start: str | None) -> tuple[list[str], bool]:
@@ -170,13 +181,15 @@ def run_pipeline(
     names, forced = select_steps(steps, start)
     force = force or forced
     results: list[StepResult] = []
+    fingerprints: dict[str, str] = {}
     status = "FINISHED"
     try:
         for i, name in enumerate(names, 1):
             spec = catalog.BY_NAME[name]
             prefix = f"[{i}/{len(names)}] {name:<9}"
             began = time.perf_counter()
-            fp = fingerprint(spec, settings, store)
+            fp = fingerprint(spec, settings, store, fingerprints)
+            fingerprints[name] = fp
             if not force and is_fresh(spec, store, fp):
                 results.append(StepResult(name, "cached", time.perf_counter() - began, fp))
                 echo(f"{prefix} cached")

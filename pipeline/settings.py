@@ -24,11 +24,7 @@ class ConfigError(ValueError):
     """A setting is wrong; the message names the key and how to fix it."""
 
 
-class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
-    pass
-
-
-class IngestConfig(_Section):
+class IngestConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     source: str = ""
     """Path, https:// URL (csv or .tgz) or gs:// URI; empty means the copy the package carries."""
     sha256: str = ""
@@ -37,25 +33,25 @@ class IngestConfig(_Section):
     """Network timeout for https:// and gs:// sources."""
 
 
-class ValidateConfig(_Section):
+class ValidateConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     max_bad_share: float = 0.01
     """Fail when more than this share of rows is quarantined."""
 
 
-class SplitConfig(_Section):
+class SplitConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     test_size: float = 0.2
     random_state: int = 42
     """Géron's split: income-stratified, 20%, seed 42, so results compare with the book."""
 
 
-class ImputeConfig(_Section):
+class ImputeConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     methods: tuple[ImputerName, ...] = IMPUTERS
     mask_share: float = 0.2
     """Share of known total_bedrooms hidden to score each imputer."""
     random_state: int = 42
 
 
-class FeaturesConfig(_Section):
+class FeaturesConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     cluster_candidates: tuple[int, ...] = (0, 10, 20, 30, 50)
     """Numbers of KMeans clusters to compare by cross-validated error (0 = no geo clusters)."""
     cluster_gamma: float = 1.0
@@ -65,12 +61,12 @@ class FeaturesConfig(_Section):
     random_state: int = 42
 
 
-class SelectConfig(_Section):
+class SelectConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     families: tuple[str, ...] = tuple(FAMILIES)
     cv_folds: int = 5
 
 
-class TuneConfig(_Section):
+class TuneConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     n_trials: int = 12
     """Trials in total, across all workers."""
     timeout_s: float = 150.0
@@ -85,11 +81,11 @@ class TuneConfig(_Section):
     seed: int = 42
 
 
-class EvaluateConfig(_Section):
+class EvaluateConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     permutation_repeats: int = 5
 
 
-class RegisterConfig(_Section):
+class RegisterConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     model_name: str = "housing-price"
     promotion: Literal["auto", "manual"] = "auto"
     """auto: promote a challenger that beats the champion; manual: `python -m pipeline promote`."""
@@ -97,7 +93,7 @@ class RegisterConfig(_Section):
     """Relative RMSE improvement a challenger needs over the champion (0.01 = 1%)."""
 
 
-class TrackingConfig(_Section):
+class TrackingConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     mlflow_uri: str = ""
     """Empty = sqlite:///<home>/mlflow.db."""
     experiment: str = "housing-price"
@@ -106,14 +102,14 @@ class TrackingConfig(_Section):
     wandb_mode: Literal["offline", "online", "disabled"] = "offline"
 
 
-class RuntimeInfo(_Section):
+class RuntimeInfo(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     task_index: int = 0
     """CLOUD_RUN_TASK_INDEX: this worker's index among parallel tasks."""
     task_count: int = 1
     """CLOUD_RUN_TASK_COUNT: how many tasks share the tune study."""
 
 
-class Settings(_Section):
+class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     home: str = ".housing-mlops"
     """Everything the pipeline writes lives under here (HOUSING_MLOPS_HOME)."""
     artifact_uri: str = ""

@@ -7,6 +7,7 @@ point it at an emulator and nothing reaches for Google's metadata server by acci
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -61,7 +62,7 @@ class LocalStore:
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
-            os.replace(tmp, path)
+            Path(tmp).replace(path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
@@ -111,15 +112,15 @@ class GCSStore:
     def delete(self, key: str) -> None:
         from google.api_core.exceptions import NotFound
 
-        try:
+        with contextlib.suppress(NotFound):
             self.bucket.blob(self._name(key)).delete()
-        except NotFound:
-            pass
 
     def list(self, prefix: str = "") -> list[str]:
         full = self._name(prefix) if prefix else (f"{self.prefix}/" if self.prefix else "")
         skip = len(self.prefix) + 1 if self.prefix else 0
-        return sorted(b.name[skip:] for b in self.bucket.client.list_blobs(self.bucket, prefix=full))
+        return sorted(
+            b.name[skip:] for b in self.bucket.client.list_blobs(self.bucket, prefix=full)
+        )
 
 
 def split_gs_uri(uri: str) -> tuple[str, str]:

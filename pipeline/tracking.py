@@ -30,13 +30,18 @@ def configure_mlflow(settings: Settings) -> str:
     mlflow.set_tracking_uri(settings.mlflow_uri)
     client = mlflow.MlflowClient()
     experiment = client.get_experiment_by_name(settings.tracking.experiment)
-    if experiment is not None:
-        return str(experiment.experiment_id)
-    local_store = settings.mlflow_uri.startswith("sqlite:") or settings.mlflow_uri.startswith(
-        "postgresql"
-    )
-    location = settings.mlflow_artifacts_uri if local_store else None
-    return str(client.create_experiment(settings.tracking.experiment, artifact_location=location))
+    if experiment is None:
+        # A database store has no artifact root of its own (MLflow would use ./mlruns in the
+        # working directory); a tracking server decides for itself.
+        is_server = settings.mlflow_uri.startswith(("http://", "https://"))
+        location = None if is_server else settings.mlflow_artifacts_uri
+        experiment_id = client.create_experiment(
+            settings.tracking.experiment, artifact_location=location
+        )
+    else:
+        experiment_id = experiment.experiment_id
+    mlflow.set_experiment(experiment_id=experiment_id)
+    return str(experiment_id)
 
 
 class Tracker:

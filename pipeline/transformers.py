@@ -24,7 +24,7 @@ from sklearn.model_selection import KFold
 from sklearn.neighbors import KNeighborsRegressor
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-#: Ratios that turn block-group totals into per-household quantities: (numerator, denominator, name).
+#: Per-household ratios of block-group totals: (numerator, denominator, name).
 RATIOS = (
     ("total_rooms", "households", "rooms_per_household"),
     ("total_bedrooms", "total_rooms", "bedrooms_per_room"),
@@ -40,9 +40,9 @@ def ratio_features(X: Any) -> Any:
     return out
 
 
-def ratio_feature_names(transformer: Any, input_features: ArrayLike) -> NDArray[np.object_]:
+def ratio_feature_names(transformer: Any, input_features: Any) -> NDArray[np.object_]:
     """Feature names for :func:`ratio_features`, for ``FunctionTransformer``."""
-    return np.asarray([*input_features, *(name for _, _, name in RATIOS)], dtype=object)
+    return np.asarray([*input_features, *(name for _, _, name in RATIOS)], dtype=np.object_)
 
 
 class ClusterSimilarity(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
@@ -87,14 +87,15 @@ class NeighborTargetEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, B
         return KNeighborsRegressor(n_neighbors=self.n_neighbors, weights="distance")
 
     def fit(self, X: ArrayLike, y: ArrayLike):
-        X, y = validate_data(self, X, y, y_numeric=True)
+        X_arr, y_arr = validate_data(self, X, y, y_numeric=True)
+        n_samples = np.shape(X_arr)[0]
         if self.n_neighbors < 1:
             raise ValueError(f"n_neighbors must be >= 1, got {self.n_neighbors}")
-        if X.shape[0] < self.n_neighbors:
+        if n_samples < self.n_neighbors:
             raise ValueError(
-                f"n_samples = {X.shape[0]} is fewer than n_neighbors = {self.n_neighbors}"
+                f"n_samples = {n_samples} is fewer than n_neighbors = {self.n_neighbors}"
             )
-        self.knn_ = self._knn().fit(X, y)
+        self.knn_ = self._knn().fit(X_arr, y_arr)
         self._n_features_out = 1
         return self
 
@@ -135,19 +136,21 @@ class ScaledKNNImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         self.n_neighbors = n_neighbors
 
     def fit(self, X: ArrayLike, y: ArrayLike | None = None):
-        X = validate_data(self, X, ensure_all_finite="allow-nan")
-        self.mean_ = np.nanmean(X, axis=0)
-        scale = np.nanstd(X, axis=0)
+        X_arr = np.asarray(validate_data(self, X, ensure_all_finite="allow-nan"), dtype=float)
+        self.mean_ = np.nanmean(X_arr, axis=0)
+        scale = np.nanstd(X_arr, axis=0)
         self.scale_ = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)
         self.mean_ = np.where(np.isfinite(self.mean_), self.mean_, 0.0)
         self.imputer_ = KNNImputer(n_neighbors=self.n_neighbors, keep_empty_features=True)
-        self.imputer_.fit((X - self.mean_) / self.scale_)
+        self.imputer_.fit((X_arr - self.mean_) / self.scale_)
         return self
 
     def transform(self, X: ArrayLike) -> NDArray[np.float64]:
         check_is_fitted(self)
-        X = validate_data(self, X, reset=False, ensure_all_finite="allow-nan")
-        filled = self.imputer_.transform((X - self.mean_) / self.scale_)
+        X_arr = np.asarray(
+            validate_data(self, X, reset=False, ensure_all_finite="allow-nan"), dtype=float
+        )
+        filled = self.imputer_.transform((X_arr - self.mean_) / self.scale_)
         return np.asarray(filled * self.scale_ + self.mean_, dtype=float)
 
     def __sklearn_tags__(self):

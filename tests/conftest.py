@@ -21,23 +21,23 @@ os.environ.pop("WANDB_API_KEY", None)
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 os.environ.pop("GOOGLE_APPLICATION_CREDENTIALS", None)
 
-import functools  # noqa: E402
-import pwd  # noqa: E402
-import shutil  # noqa: E402
-import socket  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Iterator  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+import functools
+import pwd
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
-import pandas as pd  # noqa: E402
-import pytest  # noqa: E402
+import pandas as pd
+import pytest
 
-from pipeline.settings import IngestConfig  # noqa: E402
-from pipeline.steps import ingest  # noqa: E402
+from pipeline.settings import IngestConfig
+from pipeline.steps import ingest
 
 
 def free_port() -> int:

@@ -30,7 +30,13 @@ def errors_by(frame: pd.DataFrame, predictions: np.ndarray, groups: pd.Series) -
     y = frame[schema.TARGET].to_numpy()
     for group in sorted(groups.dropna().unique(), key=str):
         mask = (groups == group).to_numpy()
-        rows.append({"group": str(group), "rows": int(mask.sum()), **regression_metrics(y[mask], predictions[mask])})
+        rows.append(
+            {
+                "group": str(group),
+                "rows": int(mask.sum()),
+                **regression_metrics(y[mask], predictions[mask]),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -45,7 +51,7 @@ def plots(y: np.ndarray, predictions: np.ndarray) -> tuple[Any, Any]:
     ax.scatter(predictions, residuals, s=3, alpha=0.3)
     ax.axhline(0, color="black", lw=0.8)
     ax.set_xlabel("predicted price (USD)")
-    ax.set_ylabel("actual − predicted (USD)")
+    ax.set_ylabel("actual - predicted (USD)")
     ax.set_title("Residuals on the test set")
 
     fig_pva, ax = plt.subplots(figsize=(5, 5))

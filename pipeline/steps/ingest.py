@@ -33,7 +33,7 @@ def fetch(source: str, timeout_s: float, gcs_client: Any = None) -> bytes:
         return gzip.decompress(PACKAGED_DATA.read_bytes())
     if source.startswith(("https://", "http://")):
         try:
-            with urllib.request.urlopen(source, timeout=timeout_s) as response:  # noqa: S310
+            with urllib.request.urlopen(source, timeout=timeout_s) as response:
                 data: bytes = response.read()
         except (urllib.error.URLError, TimeoutError, OSError) as exc:
             reason = getattr(exc, "reason", exc)

@@ -15,12 +15,20 @@ from pipeline.steps.features import load_spec
 if TYPE_CHECKING:
     from pipeline.orchestrator import StepContext
 
-COLUMNS = ["family", "rmse", "rmse_std", "mae", "r2", "mape", "wmape", "within_10pct", "fit_seconds"]
+COLUMNS = [
+    "family",
+    "rmse",
+    "rmse_std",
+    "mae",
+    "r2",
+    "mape",
+    "wmape",
+    "within_10pct",
+    "fit_seconds",
+]
 
 
-def compare_families(
-    train: pd.DataFrame, spec: FeatureSpec, config: SelectConfig
-) -> pd.DataFrame:
+def compare_families(train: pd.DataFrame, spec: FeatureSpec, config: SelectConfig) -> pd.DataFrame:
     X, y = xy(train)
     rows = []
     for family in config.families:

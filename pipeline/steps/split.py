@@ -21,7 +21,7 @@ INCOME_BINS = (0.0, 1.5, 3.0, 4.5, 6.0, np.inf)
 
 
 def income_category(median_income: pd.Series) -> pd.Series:
-    """The book's income bands 1–5, used for stratification and error reports."""
+    """The book's income bands 1-5, used for stratification and error reports."""
     return pd.cut(median_income, bins=list(INCOME_BINS), labels=[1, 2, 3, 4, 5])
 
 

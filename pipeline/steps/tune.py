@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import logging
 import math
+import multiprocessing
 import os
 import socket
-import multiprocessing
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -101,9 +101,9 @@ def trial_params(family: str, params: dict[str, Any]) -> dict[str, Any]:
 
 
 def final_params(family: str, params: dict[str, Any], n_iter: float | None) -> dict[str, Any]:
-    """Parameters for the refit on the whole training side: boosting runs the iterations CV found."""
+    """Refit parameters for the whole training side: boosting runs the iterations CV found."""
     if family == "hist_gradient_boosting" and n_iter:
-        return {**params, "max_iter": int(math.ceil(n_iter * 1.1)), "early_stopping": False}
+        return {**params, "max_iter": math.ceil(n_iter * 1.1), "early_stopping": False}
     return dict(params)
 
 
@@ -195,12 +195,14 @@ def storage_url(settings: Settings) -> str | None:
 
 def study_name(settings: Settings, fingerprint: str) -> str:
     """One study per set of inputs: tasks of one job share it, a new data set starts afresh."""
-    return f"{settings.tune.study_name}-{fingerprint[:12]}" if fingerprint else settings.tune.study_name
+    return (
+        f"{settings.tune.study_name}-{fingerprint[:12]}"
+        if fingerprint
+        else settings.tune.study_name
+    )
 
 
-def create_study(
-    settings: Settings, storage: str | None, family: str, name: str
-) -> optuna.Study:
+def create_study(settings: Settings, storage: str | None, family: str, name: str) -> optuna.Study:
     """Create (or open) the study once, before any worker starts: schema creation races."""
     study = optuna.create_study(
         study_name=name,

@@ -33,7 +33,11 @@ def _config(path: Path, n_trials: int = 3) -> Path:
 
 def _statuses(out: str) -> dict[str, str]:
     table = out.split("step       status")[1]
-    return {line.split()[0]: line.split()[1] for line in table.splitlines()[2:] if line and not line.startswith(("-", "total"))}
+    return {
+        line.split()[0]: line.split()[1]
+        for line in table.splitlines()[2:]
+        if line and not line.startswith(("-", "total"))
+    }
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +56,12 @@ def test_first_run_trains_registers_and_promotes(trained, sample_csv, capsys):
     assert main(["run", "--config", str(config), "--source", str(sample_csv)]) == 0
     out = capsys.readouterr().out
     assert set(_statuses(out).values()) == {"ran"}
-    for key in ("data/raw.parquet", "reports/evaluate.json", "reports/residuals.png", "decisions/register.json"):
+    for key in (
+        "data/raw.parquet",
+        "reports/evaluate.json",
+        "reports/residuals.png",
+        "decisions/register.json",
+    ):
         assert (home / "artifacts" / key).is_file(), key
     assert (home / "artifacts/models/housing-price/champion/MLmodel").is_file()
     assert list((home / "wandb").glob("offline-run-*")), "W&B offline run missing"
@@ -68,9 +77,12 @@ def test_champion_loads_with_pyfunc_and_predicts_raw_rows(trained, housing_sampl
     rows = housing_sample[list(schema.FEATURES)].head(20).copy()
     rows.loc[rows.index[0], "total_bedrooms"] = np.nan
     predictions = np.asarray(model.predict(rows))
-    assert predictions.shape == (20,) and np.isfinite(predictions).all()
+    assert predictions.shape == (20,)
+    assert np.isfinite(predictions).all()
     version = mlflow.MlflowClient().get_model_version_by_alias("housing-price", "champion")
-    assert {"git_sha", "data_sha256", "test_rmse", "test_r2", "test_mape", "wandb_run"} <= set(version.tags)
+    assert {"git_sha", "data_sha256", "test_rmse", "test_r2", "test_mape", "wandb_run"} <= set(
+        version.tags
+    )
 
 
 def test_every_step_and_trial_is_a_nested_mlflow_run(trained):
@@ -82,7 +94,17 @@ def test_every_step_and_trial_is_a_nested_mlflow_run(trained):
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert len(parents) == 1
     names = {r.info.run_name for r in runs}
-    assert {"ingest", "validate", "split", "impute", "features", "select", "tune", "evaluate", "register"} <= names
+    assert {
+        "ingest",
+        "validate",
+        "split",
+        "impute",
+        "features",
+        "select",
+        "tune",
+        "evaluate",
+        "register",
+    } <= names
     assert {"trial-0", "trial-1", "trial-2"} <= names
 
 
@@ -102,7 +124,7 @@ def test_changing_tune_settings_reruns_tune_onward(trained, sample_csv, capsys):
 
 
 def _cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in __import__("os").environ.items()}
+    env = dict(__import__("os").environ.items())
     env["HOUSING_MLOPS_HOME"] = str(home)
     return subprocess.run(
         [sys.executable, "-m", "pipeline", "run", "--steps", "ingest,validate", *args],
@@ -117,8 +139,14 @@ def _cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     ("make_source", "message"),
     [
         (lambda d: d / "nope.csv", "does not exist"),
-        (lambda d: (d / "bad.csv").write_text('a,b\n1,2\n3,4,5\n"x\n') and d / "bad.csv", "is not a valid csv"),
-        (lambda d: (d / "cols.csv").write_text("longitude,latitude\n1,2\n") and d / "cols.csv", "lacks column"),
+        (
+            lambda d: (d / "bad.csv").write_text('a,b\n1,2\n3,4,5\n"x\n') and d / "bad.csv",
+            "is not a valid csv",
+        ),
+        (
+            lambda d: (d / "cols.csv").write_text("longitude,latitude\n1,2\n") and d / "cols.csv",
+            "lacks column",
+        ),
         (lambda d: "http://127.0.0.1:9/housing.csv", "cannot download"),
     ],
 )
@@ -127,13 +155,17 @@ def test_bad_input_is_one_clear_line_and_writes_nothing(tmp_path, make_source, m
     result = _cli(tmp_path / "home", "--source", str(source), "--sha256", "")
     assert result.returncode == 1
     assert result.stderr.strip().count("\n") == 0, result.stderr
-    assert result.stderr.startswith("error: ingest: ") and message in result.stderr
+    assert result.stderr.startswith("error: ingest: ")
+    assert message in result.stderr
     assert not (tmp_path / "home/artifacts/data").exists()
 
 
-def test_wrong_checksum_and_failed_validation_leave_no_artifact(tmp_path, sample_csv, housing_sample):
+def test_wrong_checksum_and_failed_validation_leave_no_artifact(
+    tmp_path, sample_csv, housing_sample
+):
     result = _cli(tmp_path / "h1", "--source", str(sample_csv), "--sha256", "0" * 64)
-    assert result.returncode == 1 and "checksum mismatch" in result.stderr
+    assert result.returncode == 1
+    assert "checksum mismatch" in result.stderr
     assert not (tmp_path / "h1/artifacts/data").exists()
 
     bad = housing_sample.drop(columns=["row_id"]).copy()
@@ -141,7 +173,8 @@ def test_wrong_checksum_and_failed_validation_leave_no_artifact(tmp_path, sample
     bad.to_csv(tmp_path / "bad.csv", index=False)
     result = _cli(tmp_path / "h2", "--source", str(tmp_path / "bad.csv"))
     assert result.returncode == 1
-    assert "validate.max_bad_share" in result.stderr and "ocean_proximity: unknown category" in result.stderr
+    assert "validate.max_bad_share" in result.stderr
+    assert "ocean_proximity: unknown category" in result.stderr
     artifacts = tmp_path / "h2/artifacts"
     assert (artifacts / "data/raw.parquet").is_file()  # ingest succeeded and committed
     assert not (artifacts / "data/validated.parquet").exists()

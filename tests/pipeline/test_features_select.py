@@ -14,7 +14,9 @@ def test_cluster_count_is_the_one_with_lowest_cv_error(housing_sample):
 
 def test_select_reports_every_metric_for_every_family(housing_sample):
     table = select.compare_families(
-        housing_sample, FeatureSpec(n_clusters=5), SelectConfig(families=("ridge", "knn"), cv_folds=3)
+        housing_sample,
+        FeatureSpec(n_clusters=5),
+        SelectConfig(families=("ridge", "knn"), cv_folds=3),
     )
     assert set(table["family"]) == {"ridge", "knn"}
     assert list(table.columns) == select.COLUMNS

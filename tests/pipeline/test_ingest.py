@@ -22,7 +22,13 @@ def test_packaged_copy_is_the_census_data_and_verified(housing):
     assert report["verified"] is True
     assert len(frame) == 20_640
     assert frame["row_id"].tolist()[:3] == [0, 1, 2]
-    assert set(frame["ocean_proximity"]) == {"<1H OCEAN", "INLAND", "ISLAND", "NEAR BAY", "NEAR OCEAN"}
+    assert set(frame["ocean_proximity"]) == {
+        "<1H OCEAN",
+        "INLAND",
+        "ISLAND",
+        "NEAR BAY",
+        "NEAR OCEAN",
+    }
 
 
 @pytest.mark.skipif(not SHARED_COPY.exists(), reason="../shared is not beside this checkout")
@@ -66,7 +72,9 @@ def test_downloads_csv_or_archive_with_checksum(http_root, name):
 
 
 def test_wrong_checksum_names_both_digests(http_root):
-    with pytest.raises(PipelineError, match=r"checksum mismatch .* expected sha256 0{64}, got 8a3727f4"):
+    with pytest.raises(
+        PipelineError, match=r"checksum mismatch .* expected sha256 0{64}, got 8a3727f4"
+    ):
         ingest.load(IngestConfig(source=f"{http_root}/housing.csv", sha256="0" * 64))
 
 
@@ -92,7 +100,7 @@ def test_malformed_csv_and_missing_column(tmp_path):
         ingest.load(IngestConfig(source=str(bad)))
     partial = tmp_path / "partial.csv"
     partial.write_text("longitude,latitude\n1,2\n")
-    with pytest.raises(PipelineError, match="lacks column.*housing_median_age"):
+    with pytest.raises(PipelineError, match=r"lacks column.*housing_median_age"):
         ingest.load(IngestConfig(source=str(partial)))
 
 
@@ -102,6 +110,7 @@ def test_reads_gs_uri_through_the_given_client(gcs_client, csv_bytes):
     frame, report = ingest.load(
         IngestConfig(source="gs://ingest-src/raw/housing.csv", sha256=PACKAGED_SHA256), gcs_client
     )
-    assert len(frame) == 20_640 and report["source"] == "gs://ingest-src/raw/housing.csv"
-    with pytest.raises(PipelineError, match="cannot read gs://ingest-src/missing.csv"):
+    assert len(frame) == 20_640
+    assert report["source"] == "gs://ingest-src/raw/housing.csv"
+    with pytest.raises(PipelineError, match=r"cannot read gs://ingest-src/missing\.csv"):
         ingest.load(IngestConfig(source="gs://ingest-src/missing.csv"), gcs_client)

@@ -13,7 +13,11 @@ def test_defaults_keep_everything_under_home(tmp_path):
 def test_file_then_environment_then_flags(tmp_path):
     cfg = tmp_path / "c.toml"
     cfg.write_text('[tune]\nn_trials = 5\nworkers = 2\n[tracking]\nmlflow_uri = "sqlite:///x.db"\n')
-    env = {"MLFLOW_TRACKING_URI": "http://127.0.0.1:5000", "CLOUD_RUN_TASK_INDEX": "1", "CLOUD_RUN_TASK_COUNT": "3"}
+    env = {
+        "MLFLOW_TRACKING_URI": "http://127.0.0.1:5000",
+        "CLOUD_RUN_TASK_INDEX": "1",
+        "CLOUD_RUN_TASK_COUNT": "3",
+    }
     s = load_settings(cfg, env, {("tune", "workers"): 4})
     assert s.tune.n_trials == 5
     assert s.tune.workers == 4
@@ -23,7 +27,10 @@ def test_file_then_environment_then_flags(tmp_path):
 
 def test_wandb_goes_online_only_with_a_key():
     assert load_settings(env={"WANDB_API_KEY": "k"}).tracking.wandb_mode == "online"
-    assert load_settings(env={"WANDB_API_KEY": "k", "WANDB_MODE": "offline"}).tracking.wandb_mode == "offline"
+    assert (
+        load_settings(env={"WANDB_API_KEY": "k", "WANDB_MODE": "offline"}).tracking.wandb_mode
+        == "offline"
+    )
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ def test_reproduces_gerons_split(housing):
 
 
 def test_income_bands_keep_their_share_on_both_sides(housing):
-    train, test = stratified_split(housing, SplitConfig())
+    _train, test = stratified_split(housing, SplitConfig())
     overall = income_category(housing["median_income"]).value_counts(normalize=True)
     in_test = income_category(test["median_income"]).value_counts(normalize=True)
     assert (overall - in_test).abs().max() < 0.001

@@ -31,10 +31,12 @@ def test_keys_cannot_escape_the_root(tmp_path):
 def test_gcs_store_against_the_emulator(gcs_client):
     gcs_client.create_bucket("artifacts")
     store = open_store("gs://artifacts/runs/1", gcs_client)
-    assert isinstance(store, GCSStore) and store.uri == "gs://artifacts/runs/1"
+    assert isinstance(store, GCSStore)
+    assert store.uri == "gs://artifacts/runs/1"
     store.write_bytes("data/raw.parquet", b"parquet")
     store.write_bytes("reports/r.json", b"{}")
-    assert store.exists("data/raw.parquet") and not store.exists("data/none")
+    assert store.exists("data/raw.parquet")
+    assert not store.exists("data/none")
     assert store.read_bytes("data/raw.parquet") == b"parquet"
     assert store.list() == ["data/raw.parquet", "reports/r.json"]
     assert store.list("reports") == ["reports/r.json"]

@@ -10,6 +10,7 @@ from pipeline.transformers import (
     ratio_features,
 )
 
+
 @parametrize_with_checks(
     [
         ClusterSimilarity(n_clusters=3, random_state=0),
@@ -23,7 +24,12 @@ def test_follows_scikit_learn_contract(estimator, check):
 
 def test_ratio_features_are_per_household_and_tolerate_zero_denominators():
     frame = pd.DataFrame(
-        {"total_rooms": [10.0, 6.0], "total_bedrooms": [2.0, 3.0], "population": [8.0, 4.0], "households": [4.0, 0.0]}
+        {
+            "total_rooms": [10.0, 6.0],
+            "total_bedrooms": [2.0, 3.0],
+            "population": [8.0, 4.0],
+            "households": [4.0, 0.0],
+        }
     )
     out = ratio_features(frame)
     assert out["rooms_per_household"].iloc[0] == pytest.approx(2.5)
@@ -41,7 +47,9 @@ def test_neighbor_encoder_never_sees_a_rows_own_target_when_fitting():
     encoded = NeighborTargetEncoder(n_neighbors=1).fit_transform(X, y)
     assert encoded[0, 0] != pytest.approx(1e6)
     # at prediction time the training points are all available
-    assert NeighborTargetEncoder(n_neighbors=1).fit(X, y).transform(X[:1])[0, 0] == pytest.approx(1e6)
+    assert NeighborTargetEncoder(n_neighbors=1).fit(X, y).transform(X[:1])[0, 0] == pytest.approx(
+        1e6
+    )
 
 
 def test_cluster_similarity_is_one_at_a_centre_and_names_its_features():

@@ -8,19 +8,24 @@ from pipeline.steps import tune
 def _settings(tmp_path, **tune_cfg):
     lines = "\n".join(f"{k} = {v!r}".replace("'", '"') for k, v in tune_cfg.items())
     cfg = tmp_path / "c.toml"
-    cfg.write_text(f"[tune]\n{lines}\n[tracking]\nwandb_mode = \"disabled\"\n")
+    cfg.write_text(f'[tune]\n{lines}\n[tracking]\nwandb_mode = "disabled"\n')
     return load_settings(cfg, {"HOUSING_MLOPS_HOME": str(tmp_path)})
 
 
 def test_search_starts_from_the_known_good_point_and_prunes(tmp_path, housing_sample):
     settings = _settings(tmp_path, n_trials=6, cv_folds=3, timeout_s=120)
     study = tune.create_study(settings, None, "hist_gradient_boosting", "s")
-    objective = tune.Objective(housing_sample, FeatureSpec(n_clusters=5), "hist_gradient_boosting", settings.tune)
+    objective = tune.Objective(
+        housing_sample, FeatureSpec(n_clusters=5), "hist_gradient_boosting", settings.tune
+    )
     tune.optimize(study, objective, 6, 120, [])
     first = study.trials[0]
     assert first.params == tune.STARTING_POINTS["hist_gradient_boosting"]
     assert len(study.trials) == 6
-    assert all(t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED) for t in study.trials)
+    assert all(
+        t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+        for t in study.trials
+    )
     decision = tune.decide(study, "hist_gradient_boosting", settings.tune)
     assert decision["params"]["early_stopping"] is False
     assert decision["params"]["max_iter"] >= 1
@@ -32,7 +37,15 @@ def test_two_workers_share_one_study_on_postgres(tmp_path, housing_sample, postg
     storage = tune.storage_url(settings)
     assert storage == postgres_url
     tune.create_study(settings, storage, "ridge", "shared")
-    tune.run_workers(settings, storage, "shared", housing_sample, FeatureSpec(n_clusters=0, neighbors=0), "ridge", None)
+    tune.run_workers(
+        settings,
+        storage,
+        "shared",
+        housing_sample,
+        FeatureSpec(n_clusters=0, neighbors=0),
+        "ridge",
+        None,
+    )
     study = optuna.load_study(study_name="shared", storage=storage)
     finished = [t for t in study.trials if t.state.is_finished()]
     assert 6 <= len(finished) <= 7  # at most one extra: both workers may start the last trial

@@ -6,7 +6,8 @@ from pipeline.steps import validate
 
 def test_census_data_is_entirely_valid(housing):
     valid, quarantined = validate.check(housing)
-    assert len(valid) == 20_640 and quarantined.empty
+    assert len(valid) == 20_640
+    assert quarantined.empty
     assert valid["total_bedrooms"].isna().sum() == 207  # left for the model to impute
 
 
@@ -44,6 +45,7 @@ def test_report_counts_reasons_and_the_summary_says_the_limit(housing_sample):
     frame.loc[0, "ocean_proximity"] = "MARS"
     valid, quarantined = validate.check(frame)
     rep = validate.report(valid, quarantined, 0.01)
-    assert rep["quarantined"] == 1 and rep["reasons"] == {"ocean_proximity: unknown category": 1}
+    assert rep["quarantined"] == 1
+    assert rep["reasons"] == {"ocean_proximity: unknown category": 1}
     assert rep["bad_share"] == pytest.approx(0.05)
     assert "limit 1.00%" in validate.summary_markdown(rep)
