@@ -65,6 +65,13 @@ def pipeline(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def serve(session: nox.Session) -> None:
+    """The inference service on 127.0.0.1:8080, serving the pipeline's champion."""
+    install(session, "service")
+    session.run("python", "-m", "service", *session.posargs, env=offline_env())
+
+
+@nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """The test suite: `nox -s tests -- [pytest options]`."""
     install(session, "dev")

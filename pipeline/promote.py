@@ -5,7 +5,7 @@ from __future__ import annotations
 from pipeline import registry
 from pipeline.orchestrator import PipelineError
 from pipeline.settings import Settings
-from pipeline.storage import ArtifactStore
+from pipeline.storage import ArtifactStore, to_json
 
 
 def promote(settings: Settings, store: ArtifactStore, version: str | None = None) -> str:
@@ -31,6 +31,8 @@ def promote(settings: Settings, store: ArtifactStore, version: str | None = None
         store.delete(key)
     for rel, data in files:
         store.write_bytes(f"{prefix}/{rel}", data)
-    reg.set_alias(registry.CHAMPION, version)
     reg.client.set_model_version_tag(reg.name, version, "promotion", "promoted by hand")
+    meta = registry.version_metadata(reg, version)
+    store.write_bytes(f"{prefix}/{registry.METADATA_FILE}", to_json(meta))
+    reg.set_alias(registry.CHAMPION, version)
     return version

@@ -23,6 +23,8 @@ from pipeline.metrics import regression_metrics
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 ARTIFACT_PATH = "model"
+#: Written beside an exported model: what the registry knows, for loaders that can't ask it.
+METADATA_FILE = "registry.json"
 #: Modules whose types a saved model may hold; anything else in the model is refused.
 TRUSTED_PREFIXES = ("pipeline.", "sklearn.", "numpy.", "builtins.", "scipy.", "collections.")
 RUNTIME_PACKAGES = ("scikit-learn", "numpy", "pandas", "scipy", "skops")
@@ -153,3 +155,14 @@ def model_files(root: Path) -> Iterator[tuple[str, bytes]]:
 def export_prefix(model_name: str, ref: str) -> str:
     """Where a model version (or ``champion``) is exported in the artifact store."""
     return f"models/{model_name}/{ref}"
+
+
+def version_metadata(reg: Registry, version: str) -> dict[str, Any]:
+    """Name, version, run id and tags of a registered version, as plain data."""
+    mv = reg.client.get_model_version(reg.name, version)
+    return {
+        "name": reg.name,
+        "version": str(mv.version),
+        "run_id": mv.run_id,
+        "tags": dict(mv.tags),
+    }

@@ -50,10 +50,14 @@ def main() -> None:
         status, warm_s = warm[name]
         print(f"{name:<10} {seconds:>8.2f} {warm_s:>8.2f}  {status}")
     print(f"{'wall':<10} {cold_wall:>8.1f} {warm_wall:>8.1f}")
-    print(f"cold run {cold_wall:.1f}s (target < {TARGET_COLD_S:.0f}s): "
-          f"{'OK' if cold_wall < TARGET_COLD_S else 'OVER'}")
-    print(f"warm run {warm_wall:.1f}s (target < {TARGET_WARM_S:.0f}s): "
-          f"{'OK' if warm_wall < TARGET_WARM_S else 'OVER'}")
+    print(
+        f"cold run {cold_wall:.1f}s (target < {TARGET_COLD_S:.0f}s): "
+        f"{'OK' if cold_wall < TARGET_COLD_S else 'OVER'}"
+    )
+    print(
+        f"warm run {warm_wall:.1f}s (target < {TARGET_WARM_S:.0f}s): "
+        f"{'OK' if warm_wall < TARGET_WARM_S else 'OVER'}"
+    )
     print(f"warm/cold ratio: {warm_wall / cold_wall:.3f}")
     print("test metrics:", evaluation.split('"test_metrics":')[1].split("}")[0].strip() + "}")
 

@@ -36,18 +36,19 @@ def test_two_workers_share_one_study_on_postgres(tmp_path, housing_sample, postg
     settings = _settings(tmp_path, n_trials=6, workers=2, cv_folds=2, storage=postgres_url)
     storage = tune.storage_url(settings)
     assert storage == postgres_url
-    tune.create_study(settings, storage, "ridge", "shared")
+    tune.create_study(settings, storage, "random_forest", "shared")
     tune.run_workers(
         settings,
         storage,
         "shared",
         housing_sample,
         FeatureSpec(n_clusters=0, neighbors=0),
-        "ridge",
+        "random_forest",
         None,
     )
     study = optuna.load_study(study_name="shared", storage=storage)
     finished = [t for t in study.trials if t.state.is_finished()]
+    # each worker was told to run 6 trials: a study that was not shared would hold 12
     assert 6 <= len(finished) <= 7  # at most one extra: both workers may start the last trial
     workers = {t.user_attrs["worker"] for t in finished if "worker" in t.user_attrs}
     assert len(workers) == 2, workers

@@ -1,0 +1,188 @@
+"""The inference service: ``create_app(settings)`` assembles routes, plugins and lifespan."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import msgspec
+from litestar import Litestar, Request, Response, get, post
+from litestar.config.cors import CORSConfig
+from litestar.datastructures import State
+from litestar.exceptions import HTTPException
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+
+from pipeline.schema import OCEAN_PROXIMITY
+from service import loader
+from service.observability import MODEL_VERSION, PREDICTIONS, request_log_middleware
+from service.openapi import PredictOperation, openapi_config, swagger_assets
+from service.predictor import Predictor
+from service.schemas import (
+    ErrorBody,
+    FieldError,
+    ModelInfo,
+    ModelRef,
+    Prediction,
+    PredictResponse,
+    RequestError,
+    Status,
+    error_json,
+    input_ranges,
+    parse_predict_request,
+)
+from service.settings import ServiceSettings
+
+log = logging.getLogger("service")
+API_VERSION = "1.0.0"
+ERRORS = {
+    400: ResponseSpec(ErrorBody, description="Malformed JSON or invalid houses, each named"),
+    413: ResponseSpec(ErrorBody, description="Body larger than MAX_BODY_BYTES"),
+    415: ResponseSpec(ErrorBody, description="Content type is not application/json"),
+    503: ResponseSpec(ErrorBody, description="No model is loaded"),
+}
+
+
+def _predictor(state: State) -> Predictor:
+    predictor: Predictor | None = state.predictor
+    if predictor is None:
+        reasons = "; ".join(state.load_reasons) or "still loading"
+        raise RequestError(503, f"no model loaded: {reasons}")
+    return predictor
+
+
+@post(
+    "/api/v1/predict",
+    status_code=200,
+    operation_id="predict",
+    summary="Price one house or a batch",
+    operation_class=PredictOperation,
+    responses=ERRORS,
+    tags=["predict"],
+)
+async def predict(request: Request[Any, Any, State], state: State) -> Response[PredictResponse]:
+    media_type = request.content_type[0]
+    if media_type != "application/json":
+        raise RequestError(
+            415, f"content type must be application/json, got {media_type or 'none'}"
+        )
+    houses = parse_predict_request(await request.body(), state.settings.max_instances)
+    predictor = _predictor(state)
+    request.scope["state"]["batch_size"] = len(houses)
+    prices = predictor.predict(houses)
+    meta = predictor.meta
+    PREDICTIONS.labels(meta.version).inc(len(prices))
+    body = PredictResponse(
+        predictions=[Prediction(p) for p in prices],
+        model=ModelRef(meta.name, meta.version, meta.alias, meta.run_id),
+    )
+    return Response(body, headers={"X-Model-Version": meta.version})
+
+
+@get(
+    "/api/v1/model",
+    operation_id="model",
+    summary="The model being served",
+    responses={503: ERRORS[503]},
+    tags=["model"],
+)
+async def model_info(state: State) -> ModelInfo:
+    predictor = _predictor(state)
+    meta = predictor.meta
+    return ModelInfo(
+        name=meta.name,
+        version=meta.version,
+        alias=meta.alias,
+        run_id=meta.run_id,
+        source=meta.source,
+        trained_at=meta.trained_at,
+        test_metrics=meta.test_metrics,
+        runtime=predictor.runtime,
+        warnings=predictor.warnings,
+        input_ranges=input_ranges(),
+        ocean_proximity=list(OCEAN_PROXIMITY),
+        max_instances=state.settings.max_instances,
+    )
+
+
+@get("/health", operation_id="health", summary="Liveness: the process answers", tags=["ops"])
+async def health() -> Status:
+    return Status("ok")
+
+
+@get(
+    "/ready",
+    operation_id="ready",
+    summary="Readiness: a model is loaded",
+    responses={503: ResponseSpec(Status, description="No model loaded")},
+    tags=["ops"],
+)
+async def ready(state: State) -> Response[Status]:
+    if state.predictor is None:
+        return Response(Status("not ready", "; ".join(state.load_reasons)), status_code=503)
+    return Response(Status("ready", f"{state.predictor.meta.name} v{state.predictor.meta.version}"))
+
+
+def _request_error(request: Request[Any, Any, Any], exc: RequestError) -> Response[Any]:
+    return Response(error_json(exc), status_code=exc.status)
+
+
+def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    err = RequestError(exc.status_code, exc.detail)
+    if isinstance(exc.extra, list):
+        err.errors = [
+            FieldError(str(e.get("key", "")), str(e.get("message", "")))
+            for e in exc.extra
+            if isinstance(e, dict)
+        ]
+    return Response(error_json(err), status_code=exc.status_code)
+
+
+def _server_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    log.exception("unhandled error", extra={"json_fields": {"path": request.url.path}})
+    return Response(error_json(RequestError(500, "internal error")), status_code=500)
+
+
+def create_app(settings: ServiceSettings, gcs_client: Any = None) -> Litestar:
+    """The ASGI app; the model is loaded once, at start-up, by the loader's cascade."""
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        loaded, reasons = await anyio.to_thread.run_sync(loader.load, settings, gcs_client)
+        app.state.load_reasons = reasons
+        app.state.predictor = Predictor(loaded) if loaded else None
+        MODEL_VERSION.set(
+            float(loaded.meta.version) if loaded and loaded.meta.version.isdigit() else 0
+        )
+        yield
+
+    prometheus = PrometheusConfig(
+        app_name="housing_service", prefix="housing", group_path=True, exclude=["/metrics"]
+    )
+    cors = (
+        CORSConfig(allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"])
+        if settings.cors_origins
+        else None
+    )
+    return Litestar(
+        route_handlers=[predict, model_info, health, ready, PrometheusController, swagger_assets()],
+        state=State({"settings": settings, "predictor": None, "load_reasons": ["still loading"]}),
+        lifespan=[lifespan],
+        middleware=[request_log_middleware, prometheus.middleware],
+        openapi_config=openapi_config(API_VERSION),
+        exception_handlers={
+            RequestError: _request_error,
+            HTTPException: _http_error,
+            Exception: _server_error,
+        },
+        cors_config=cors,
+        request_max_body_size=settings.max_body_bytes,
+        logging_config=None,
+    )
+
+
+def encode(obj: Any) -> bytes:
+    return msgspec.json.encode(obj)

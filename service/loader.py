@@ -1,0 +1,154 @@
+"""Finds the model at start-up: MLflow registry first, then the artifact-store export, else none.
+
+Each attempt is logged; a failure moves on to the next source, so the process always starts and
+says through ``/ready`` and ``/api/v1/model`` what it is serving, or why it serves nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from service.settings import ServiceSettings
+
+log = logging.getLogger("service.loader")
+
+
+class ModelMeta(msgspec.Struct, kw_only=True):
+    name: str = ""
+    version: str = ""
+    alias: str = ""
+    run_id: str = ""
+    source: str = ""
+    trained_at: str = ""
+    test_metrics: dict[str, float] = {}
+
+
+class Loaded(msgspec.Struct):
+    model: Any
+    meta: ModelMeta
+    seconds: float
+
+
+def _metrics(tags: dict[str, str]) -> dict[str, float]:
+    out = {}
+    for key, value in tags.items():
+        if key.startswith("test_"):
+            try:
+                out[key.removeprefix("test_")] = float(value)
+            except ValueError:
+                continue
+    return out
+
+
+def parse_models_uri(uri: str) -> tuple[str, str, str]:
+    """``models:/name@alias`` → (name, "", alias); ``models:/name/3`` → (name, "3", "")."""
+    path = uri.removeprefix("models:/")
+    if "@" in path:
+        name, _, alias = path.partition("@")
+        return name, "", alias
+    name, _, version = path.partition("/")
+    return name, version, ""
+
+
+def from_mlflow(settings: ServiceSettings) -> Loaded:
+    import mlflow
+    from mlflow import MlflowClient
+
+    began = time.perf_counter()
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    client = MlflowClient()
+    name, version, alias = parse_models_uri(settings.model_uri)
+    if alias:
+        mv = client.get_model_version_by_alias(name, alias)
+    else:
+        mv = client.get_model_version(name, version)
+    with tempfile.TemporaryDirectory(prefix="housing-serve-") as target:
+        local = mlflow.artifacts.download_artifacts(f"models:/{name}/{mv.version}", dst_path=target)
+        model = mlflow.sklearn.load_model(local)
+    tags = dict(mv.tags)
+    meta = ModelMeta(
+        name=name,
+        version=str(mv.version),
+        alias=alias,
+        run_id=mv.run_id or "",
+        source=f"mlflow:{settings.model_uri}",
+        trained_at=tags.get("trained_at", ""),
+        test_metrics=_metrics(tags),
+    )
+    return Loaded(model, meta, time.perf_counter() - began)
+
+
+def _fetch_gcs_folder(uri: str, client: Any, target: Path) -> Path:
+    from pipeline.storage import open_store
+
+    store = open_store(uri, client)
+    keys = store.list()
+    if not keys:
+        raise FileNotFoundError(f"no model files under {uri}")
+    for key in keys:
+        path = target / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(store.read_bytes(key))
+    return target
+
+
+def from_export(settings: ServiceSettings, gcs_client: Any = None) -> Loaded:
+    import mlflow
+
+    began = time.perf_counter()
+    uri = settings.fallback
+    with tempfile.TemporaryDirectory(prefix="housing-serve-") as tmp:
+        local = (
+            _fetch_gcs_folder(uri, gcs_client, Path(tmp)) if uri.startswith("gs://") else Path(uri)
+        )
+        if not (local / "MLmodel").is_file():
+            raise FileNotFoundError(f"{uri} holds no MLflow model (no MLmodel file)")
+        model = mlflow.sklearn.load_model(str(local))
+        meta_file = local / "registry.json"
+        info: dict[str, Any] = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+    tags = info.get("tags", {})
+    meta = ModelMeta(
+        name=info.get("name", ""),
+        version=str(info.get("version", "")),
+        alias=parse_models_uri(settings.model_uri)[2],
+        run_id=info.get("run_id", ""),
+        source=f"export:{uri}",
+        trained_at=tags.get("trained_at", ""),
+        test_metrics=_metrics(tags),
+    )
+    return Loaded(model, meta, time.perf_counter() - began)
+
+
+def load(settings: ServiceSettings, gcs_client: Any = None) -> tuple[Loaded | None, list[str]]:
+    """The model by the cascade, and why each earlier source was passed over."""
+    reasons: list[str] = []
+    for source in ("mlflow", "export"):
+        try:
+            loaded = (
+                from_mlflow(settings) if source == "mlflow" else from_export(settings, gcs_client)
+            )
+        except Exception as exc:
+            reason = f"{source}: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+            log.warning("model source failed", extra={"json_fields": {"reason": reason}})
+            reasons.append(reason)
+            continue
+        log.info(
+            "model loaded",
+            extra={
+                "json_fields": {
+                    "source": loaded.meta.source,
+                    "version": loaded.meta.version,
+                    "seconds": round(loaded.seconds, 3),
+                }
+            },
+        )
+        return loaded, reasons
+    log.error("no model could be loaded", extra={"json_fields": {"reasons": reasons}})
+    return None, reasons
