@@ -39,11 +39,23 @@ def trusted_types(model: Any) -> list[str]:
     """Types skops would refuse to load, after checking each one is ours or a library's."""
     import skops.io
 
-    untrusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
+    untrusted = set(skops.io.get_untrusted_types(data=skops.io.dumps(model)))
+    # skops trusts scikit-learn estimators it knew at import time, which depends on import order
+    # (experimental ones such as IterativeImputer): list every estimator in the model explicitly.
+    untrusted |= _estimator_types(model)
     foreign = [t for t in untrusted if not t.startswith(TRUSTED_PREFIXES)]
     if foreign:
         raise ValueError(f"model holds types from outside the project and its libraries: {foreign}")
     return sorted(untrusted)
+
+
+def _estimator_types(model: Any) -> set[str]:
+    found = [model, *model.get_params(deep=True).values()] if hasattr(model, "get_params") else []
+    return {
+        f"{type(obj).__module__}.{type(obj).__qualname__}"
+        for obj in found
+        if hasattr(obj, "get_params") and not isinstance(obj, type)
+    }
 
 
 def git_sha(cwd: Path | None = None) -> str:

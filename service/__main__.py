@@ -19,6 +19,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault(var, "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
     import uvicorn
 

@@ -19,7 +19,7 @@ from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from pipeline.schema import OCEAN_PROXIMITY
 from service import loader
 from service.observability import MODEL_VERSION, PREDICTIONS, request_log_middleware
-from service.openapi import PredictOperation, openapi_config, swagger_assets
+from service.openapi import PredictOperation, openapi_config, predict_components, swagger_assets
 from service.predictor import Predictor
 from service.schemas import (
     ErrorBody,
@@ -167,7 +167,7 @@ def create_app(settings: ServiceSettings, gcs_client: Any = None) -> Litestar:
         if settings.cors_origins
         else None
     )
-    return Litestar(
+    app = Litestar(
         route_handlers=[predict, model_info, health, ready, PrometheusController, swagger_assets()],
         state=State({"settings": settings, "predictor": None, "load_reasons": ["still loading"]}),
         lifespan=[lifespan],
@@ -182,6 +182,10 @@ def create_app(settings: ServiceSettings, gcs_client: Any = None) -> Litestar:
         request_max_body_size=settings.max_body_bytes,
         logging_config=None,
     )
+    # Litestar replaces configured components with the ones it infers; add the hand-decoded body's.
+    components = app.openapi_schema.components
+    components.schemas = {**dict(components.schemas or {}), **predict_components()}
+    return app
 
 
 def encode(obj: Any) -> bytes:

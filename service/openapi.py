@@ -15,7 +15,6 @@ import swagger_ui_bundle
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import (
-    Components,
     OpenAPIMediaType,
     Operation,
     Reference,
@@ -80,7 +79,6 @@ def openapi_config(version: str) -> OpenAPIConfig:
         version=version,
         description="California house prices from the model registered by the pipeline.",
         path="/docs",
-        components=Components(schemas=predict_components()),
         render_plugins=[
             SwaggerRenderPlugin(
                 path="/",

@@ -42,4 +42,11 @@ def test_foreign_types_are_refused():
     model = FunctionTransformer(json.dumps).fit([[1.0]])
     with pytest.raises(ValueError, match="outside the project"):
         trusted_types(model)
-    assert trusted_types(LinearRegression()) == []
+    assert trusted_types(LinearRegression()) == ["sklearn.linear_model._base.LinearRegression"]
+
+
+def test_experimental_estimators_are_listed_whatever_the_import_order():
+    from pipeline.model import make_imputer
+
+    types = trusted_types(make_imputer("iterative").fit([[1.0, 2.0], [2.0, None], [3.0, 6.0]]))
+    assert "sklearn.impute._iterative.IterativeImputer" in types
