@@ -114,7 +114,8 @@ def test_model_metadata_health_metrics_and_offline_docs(service):
         assert f"housing_model_version {float(info['version'])}" in metrics
         assert 'path="/api/v1/predict"' in metrics
         page = client.get("/docs").text
-        assert "cdn" not in page and "unpkg" not in page
+        assert "cdn" not in page
+        assert "unpkg" not in page
         for asset in ("swagger-ui-bundle.js", "swagger-ui.css", "swagger-ui-standalone-preset.js"):
             assert f"/static/swagger/{asset}" in page
             assert client.get(f"/static/swagger/{asset}").status_code == 200

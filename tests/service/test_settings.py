@@ -22,7 +22,7 @@ def test_cors_allow_list_never_star():
 
 
 def test_bad_values_name_the_variable():
-    with pytest.raises(SettingsError, match="^PORT: Expected `int`"):
+    with pytest.raises(SettingsError, match=r"^PORT: Expected `int`"):
         from_env({"PORT": "eighty"})
     with pytest.raises(SettingsError, match="MAX_INSTANCES"):
         from_env({"MAX_INSTANCES": "0"})
