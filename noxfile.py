@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import nox
@@ -91,7 +92,9 @@ def lint(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmarks that print figures and ratios: `nox -s bench -- pipeline`."""
     install(session, "dev")
-    targets = session.posargs or ["pipeline"]
+    targets = session.posargs or ["pipeline", "service"]
+    if "service" in targets and shutil.which("wrk") is None:
+        session.run("apt-get", "install", "-y", "-q", "wrk", external=True)
     for target in targets:
         script = ROOT / "tests" / "bench" / f"{target}.py"
         if not script.is_file():

@@ -27,6 +27,10 @@ def configure_mlflow(settings: Settings) -> str:
     """Point MLflow at the configured store and make sure the experiment exists; its id."""
     import mlflow
 
+    # MLflow sets its loggers to INFO on import and reports database migrations there; the
+    # pipeline prints its own progress, and an error must stay one line.
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     mlflow.set_tracking_uri(settings.mlflow_uri)
     client = mlflow.MlflowClient()
     experiment = client.get_experiment_by_name(settings.tracking.experiment)

@@ -38,6 +38,7 @@ def model_home(tmp_path_factory: pytest.TempPathFactory, sample_csv: Path) -> Pa
     config.write_text(TINY)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HOUSING_MLOPS_HOME", str(home))
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
         assert pipeline_main(["run", "--config", str(config), "--source", str(sample_csv)]) == 0
     return home
 

@@ -46,6 +46,7 @@ def trained(tmp_path_factory, sample_csv):
     home = tmp_path_factory.mktemp("home")
     mp = pytest.MonkeyPatch()
     mp.setenv("HOUSING_MLOPS_HOME", str(home))
+    mp.delenv("MLFLOW_TRACKING_URI", raising=False)
     config = _config(home / "small.toml")
     yield home, config, mp
     mp.undo()

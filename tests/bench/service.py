@@ -1,0 +1,159 @@
+"""Service benchmark: the real server on loopback (1 uvicorn worker) under wrk.
+
+Prints requests/s, p50 and p99 for 1-row and 100-row bodies at concurrency 1, 8 and 32, for the
+predict endpoint and for a bare endpoint of the same app returning constant JSON (the ceiling),
+the ratios between them, the in-process model cost and the time from start to ready.
+Needs a champion: it uses $HOUSING_MLOPS_HOME (default ./.housing-mlops), so run
+`nox -s pipeline` first. wrk comes from Debian's packages (the session installs it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+HERE = Path(__file__).parent
+DURATION_S = int(os.environ.get("BENCH_SECONDS", "8"))
+CONCURRENCY = (1, 8, 32)
+HOUSE = {
+    "longitude": -122.23,
+    "latitude": 37.88,
+    "housing_median_age": 41.0,
+    "total_rooms": 880.0,
+    "total_bedrooms": 129.0,
+    "population": 322.0,
+    "households": 126.0,
+    "median_income": 8.3252,
+    "ocean_proximity": "NEAR BAY",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wrk(url: str, body: bytes, connections: int, script_dir: Path) -> dict[str, float]:
+    body_file = script_dir / f"body-{len(body)}.json"
+    body_file.write_bytes(body)
+    script = script_dir / f"post-{len(body)}.lua"
+    script.write_text(
+        'wrk.method = "POST"\n'
+        'wrk.headers["Content-Type"] = "application/json"\n'
+        f'local f = io.open("{body_file}", "rb")\nwrk.body = f:read("*all")\nf:close()\n'
+    )
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{DURATION_S}s", "--latency", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    if "Non-2xx" in out:
+        sys.exit(f"non-2xx answers from {url}:\n{out}")
+
+    def ms(label: str) -> float:
+        match = re.search(rf"^\s+{label}\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        if not match:
+            sys.exit(f"cannot read {label} latency from wrk:\n{out}")
+        value, unit = float(match.group(1)), match.group(2)
+        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    return {"rps": rps, "p50": ms("50%"), "p99": ms("99%")}
+
+
+def in_process_cost(home: str) -> dict[int, float]:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    from service.loader import load
+    from service.predictor import Predictor
+    from service.schemas import parse_predict_request
+    from service.settings import from_env
+
+    loaded, reasons = load(from_env({"HOUSING_MLOPS_HOME": home}))
+    if loaded is None:
+        sys.exit(f"no champion to benchmark: {reasons}; run `nox -s pipeline` first")
+    predictor = Predictor(loaded)
+    costs = {}
+    for n in (1, 100):
+        houses = parse_predict_request(json.dumps({"instances": [HOUSE] * n}).encode(), 1000)
+        times = []
+        for _ in range(200):
+            began = time.perf_counter()
+            predictor.predict(houses)
+            times.append((time.perf_counter() - began) * 1000)
+        costs[n] = statistics.median(times)
+    return costs
+
+
+def main() -> None:
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed: apt-get install wrk")
+    home = os.environ.get("HOUSING_MLOPS_HOME", ".housing-mlops")
+    port = free_port()
+    env = {**os.environ, "HOUSING_MLOPS_HOME": home, "PORT": str(port), "HOST": "127.0.0.1"}
+    began = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE / "service_app.py")],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        while True:
+            if proc.poll() is not None:
+                sys.exit(f"service exited: {proc.stderr.read().decode() if proc.stderr else ''}")
+            try:
+                status = httpx.get(base + "/ready", timeout=1).status_code
+                if status == 200:
+                    break
+                if status == 503:
+                    sys.exit("the service has no model: run `nox -s pipeline` first")
+            except httpx.TransportError:
+                time.sleep(0.05)
+        ready_s = time.perf_counter() - began
+        info = httpx.get(base + "/api/v1/model").json()
+        print(
+            f"model {info['name']} v{info['version']} ({info['runtime']}); start to ready {ready_s:.2f}s"
+        )
+        rows = []
+        with tempfile.TemporaryDirectory() as tmp:
+            for n in (1, 100):
+                body = json.dumps({"instances": [HOUSE] * n}).encode()
+                for c in CONCURRENCY:
+                    bare = wrk(base + "/bench/constant", body, c, Path(tmp))
+                    real = wrk(base + "/api/v1/predict", body, c, Path(tmp))
+                    rows.append((n, c, real, bare))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    print(
+        f"\n{'rows':>4} {'conc':>4} | {'predict rps':>11} {'p50 ms':>7} {'p99 ms':>7} | "
+        f"{'bare rps':>9} {'p50 ms':>7} {'p99 ms':>7} | {'rps ratio':>9} {'p99 ratio':>9}"
+    )
+    for n, c, real, bare in rows:
+        print(
+            f"{n:>4} {c:>4} | {real['rps']:>11.0f} {real['p50']:>7.2f} {real['p99']:>7.2f} | "
+            f"{bare['rps']:>9.0f} {bare['p50']:>7.2f} {bare['p99']:>7.2f} | "
+            f"{real['rps'] / bare['rps']:>9.2f} {real['p99'] / bare['p99']:>9.2f}"
+        )
+    costs = in_process_cost(home)
+    print(
+        f"\nin-process predict (median of 200): 1 row {costs[1]:.2f} ms, 100 rows {costs[100]:.2f} ms"
+    )
+
+
+if __name__ == "__main__":
+    main()
