@@ -96,8 +96,8 @@ def bench(session: nox.Session) -> None:
     if "service" in targets and shutil.which("wrk") is None:
         session.run("apt-get", "install", "-y", "-q", "wrk", external=True)
     for target in targets:
-        script = ROOT / "tests" / "bench" / f"{target}.py"
+        script = ROOT / "tests" / "bench" / f"{target}_bench.py"
         if not script.is_file():
-            known = sorted(p.stem for p in script.parent.glob("*.py"))
+            known = sorted(p.stem.removesuffix("_bench") for p in script.parent.glob("*_bench.py"))
             session.error(f"no benchmark {target!r}; choose from {', '.join(known)}")
         session.run("python", str(script), env=offline_env())

@@ -76,6 +76,7 @@ def wrk(url: str, body: bytes, connections: int, script_dir: Path) -> dict[str, 
 
 def in_process_cost(home: str) -> dict[int, float]:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     from service.loader import load
     from service.predictor import Predictor
     from service.schemas import parse_predict_request
@@ -105,7 +106,7 @@ def main() -> None:
     env = {**os.environ, "HOUSING_MLOPS_HOME": home, "PORT": str(port), "HOST": "127.0.0.1"}
     began = time.perf_counter()
     proc = subprocess.Popen(
-        [sys.executable, str(HERE / "service_app.py")],
+        [sys.executable, str(HERE / "service_bench_app.py")],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -125,9 +126,8 @@ def main() -> None:
                 time.sleep(0.05)
         ready_s = time.perf_counter() - began
         info = httpx.get(base + "/api/v1/model").json()
-        print(
-            f"model {info['name']} v{info['version']} ({info['runtime']}); start to ready {ready_s:.2f}s"
-        )
+        model = f"{info['name']} v{info['version']} ({info['runtime']})"
+        print(f"model {model}; start to ready {ready_s:.2f}s")
         rows = []
         with tempfile.TemporaryDirectory() as tmp:
             for n in (1, 100):
@@ -151,7 +151,8 @@ def main() -> None:
         )
     costs = in_process_cost(home)
     print(
-        f"\nin-process predict (median of 200): 1 row {costs[1]:.2f} ms, 100 rows {costs[100]:.2f} ms"
+        f"\nin-process predict (median of 200): 1 row {costs[1]:.2f} ms, "
+        f"100 rows {costs[100]:.2f} ms"
     )
 
 
