@@ -27,28 +27,23 @@ def compare_clusters(
     train: pd.DataFrame, imputer: str, config: FeaturesConfig
 ) -> tuple[FeatureSpec, pd.DataFrame]:
     X, y = xy(train)
-    rows = []
-    for k in config.cluster_candidates:
-        spec = FeatureSpec(
+
+    def spec_for(n_clusters: int) -> FeatureSpec:
+        return FeatureSpec(
             imputer=imputer,  # type: ignore[arg-type]
-            n_clusters=k,
+            n_clusters=n_clusters,
             cluster_gamma=config.cluster_gamma,
             neighbors=config.neighbors,
             random_state=config.random_state,
         )
-        model = build_model(spec, PROBE_FAMILY, FAMILIES[PROBE_FAMILY])
+
+    rows = []
+    for k in config.cluster_candidates:
+        model = build_model(spec_for(k), PROBE_FAMILY, FAMILIES[PROBE_FAMILY])
         scores = cross_validate(model, X, y, config.cv_folds, config.random_state)
         rows.append({"n_clusters": k, **scores})
     table = pd.DataFrame(rows).sort_values("rmse", kind="stable").reset_index(drop=True)
-    best = int(table.iloc[0]["n_clusters"])
-    spec = FeatureSpec(
-        imputer=imputer,  # type: ignore[arg-type]
-        n_clusters=best,
-        cluster_gamma=config.cluster_gamma,
-        neighbors=config.neighbors,
-        random_state=config.random_state,
-    )
-    return spec, table
+    return spec_for(int(table.iloc[0]["n_clusters"])), table
 
 
 def load_spec(ctx: StepContext) -> FeatureSpec:

@@ -117,6 +117,7 @@ class Objective:
         self.config = config
 
     def __call__(self, trial: optuna.Trial) -> float:
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         params = suggest(trial, self.family)
         model = build_model(self.spec, self.family, trial_params(self.family, params))
         rmses: list[float] = []
@@ -135,7 +136,6 @@ class Objective:
         if iterations:
             trial.set_user_attr("n_iter", float(np.mean(iterations)))
         trial.set_user_attr("seconds", time.perf_counter() - began)
-        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         return float(np.mean(rmses))
 
 
@@ -223,14 +223,25 @@ def optimize(
     n_trials: int,
     timeout_s: float,
     callbacks: list[Any],
+    share: int | None = None,
 ) -> None:
-    """Run trials until the study holds ``n_trials`` finished ones or time runs out."""
+    """Run up to ``share`` trials, stopping once the study holds ``n_trials`` finished ones or
+    time runs out."""
     states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     stop = optuna.study.MaxTrialsCallback(n_trials, states=states)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study.optimize(
-        objective, n_trials=n_trials, timeout=timeout_s, callbacks=[stop, *callbacks], n_jobs=1
+        objective,
+        n_trials=share or n_trials,
+        timeout=timeout_s,
+        callbacks=[stop, *callbacks],
+        n_jobs=1,
     )
+
+
+def trials_per_worker(total: int, workers: int) -> int:
+    """Each worker's share: parallel workers split the trials instead of racing for them."""
+    return math.ceil(total / max(1, workers))
 
 
 def _worker(
@@ -249,8 +260,9 @@ def _worker(
     objective = Objective(train, spec, family, settings.tune)
     logger = TrialLogger(settings, parent_run_id, None)
     # Workers share the machine's cores: OpenMP threads that outnumber them spin and stall.
+    share = trials_per_worker(settings.tune.n_trials, settings.tune.workers)
     with threadpool_limits(max(1, (os.cpu_count() or 1) // settings.tune.workers)):
-        optimize(study, objective, settings.tune.n_trials, settings.tune.timeout_s, [logger])
+        optimize(study, objective, settings.tune.n_trials, settings.tune.timeout_s, [logger], share)
 
 
 def run_workers(
@@ -327,7 +339,8 @@ def run(ctx: StepContext) -> dict[str, Any]:
     else:
         objective = Objective(train, spec, family, settings.tune)
         logger = TrialLogger(settings, parent, wandb_run)
-        optimize(study, objective, settings.tune.n_trials, settings.tune.timeout_s, [logger])
+        share = trials_per_worker(settings.tune.n_trials, settings.runtime.task_count)
+        optimize(study, objective, settings.tune.n_trials, settings.tune.timeout_s, [logger], share)
     if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
         raise ValueError("no trial completed; raise tune.timeout_s or tune.n_trials")
     decision = decide(study, family, settings.tune)

@@ -23,20 +23,12 @@ from pathlib import Path
 
 import httpx
 
+from service.schemas import EXAMPLE_HOUSE
+
 HERE = Path(__file__).parent
 DURATION_S = int(os.environ.get("BENCH_SECONDS", "8"))
 CONCURRENCY = (1, 8, 32)
-HOUSE = {
-    "longitude": -122.23,
-    "latitude": 37.88,
-    "housing_median_age": 41.0,
-    "total_rooms": 880.0,
-    "total_bedrooms": 129.0,
-    "population": 322.0,
-    "households": 126.0,
-    "median_income": 8.3252,
-    "ocean_proximity": "NEAR BAY",
-}
+HOUSE = EXAMPLE_HOUSE
 
 
 def free_port() -> int:

@@ -1,3 +1,5 @@
+import collections
+
 import optuna
 
 from pipeline.model import FeatureSpec
@@ -48,10 +50,15 @@ def test_two_workers_share_one_study_on_postgres(tmp_path, housing_sample, postg
     )
     study = optuna.load_study(study_name="shared", storage=storage)
     finished = [t for t in study.trials if t.state.is_finished()]
-    # each worker was told to run 6 trials: a study that was not shared would hold 12
-    assert 6 <= len(finished) <= 7  # at most one extra: both workers may start the last trial
-    workers = {t.user_attrs["worker"] for t in finished if "worker" in t.user_attrs}
-    assert len(workers) == 2, workers
+    assert len(finished) == 6
+    per_worker = collections.Counter(t.user_attrs["worker"] for t in finished)
+    assert sorted(per_worker.values()) == [3, 3], per_worker
+    # the sampler of each worker saw the other's trials: one study, not two of 3 trials each
+    assert len({t.number for t in finished}) == 6
+
+
+def test_workers_split_the_trials():
+    assert [tune.trials_per_worker(12, w) for w in (1, 2, 3, 5)] == [12, 6, 4, 3]
 
 
 def test_several_workers_without_storage_get_a_sqlite_study_under_home(tmp_path):

@@ -3,19 +3,9 @@ import json
 import msgspec
 import pytest
 
-from service.schemas import House, RequestError, parse_predict_request
+from service.schemas import EXAMPLE_HOUSE, House, RequestError, parse_predict_request
 
-HOUSE = {
-    "longitude": -122.23,
-    "latitude": 37.88,
-    "housing_median_age": 41.0,
-    "total_rooms": 880.0,
-    "total_bedrooms": 129.0,
-    "population": 322.0,
-    "households": 126.0,
-    "median_income": 8.3252,
-    "ocean_proximity": "NEAR BAY",
-}
+HOUSE = EXAMPLE_HOUSE
 
 
 def body(*houses: dict) -> bytes:
