@@ -204,6 +204,7 @@ def study_name(settings: Settings, fingerprint: str) -> str:
 
 def create_study(settings: Settings, storage: str | None, family: str, name: str) -> optuna.Study:
     """Create (or open) the study once, before any worker starts: schema creation races."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
         study_name=name,
         storage=storage,
