@@ -120,6 +120,10 @@ def main() -> None:
         info = httpx.get(base + "/api/v1/model").json()
         model = f"{info['name']} v{info['version']} ({info['runtime']})"
         print(f"model {model}; start to ready {ready_s:.2f}s")
+        for n in (1, 100):  # warm-up: first calls pay for lazy imports and allocations
+            for _ in range(20):
+                httpx.post(base + "/api/v1/predict", json={"instances": [HOUSE] * n})
+                httpx.post(base + "/bench/constant", json={"instances": [HOUSE] * n})
         rows = []
         with tempfile.TemporaryDirectory() as tmp:
             for n in (1, 100):
