@@ -119,7 +119,7 @@ class Registry:
         )
         return str(info.model_uri)
 
-    def register(self, model_uri: str, run_id: str, tags: dict[str, str]) -> str:
+    def register(self, model_uri: str, tags: dict[str, str]) -> str:
         import mlflow
 
         version = mlflow.register_model(model_uri, self.name, tags=tags)

@@ -56,7 +56,6 @@ class Tracker:
         self.run_name = run_name
         self.parent_run_id: str | None = None
         self.wandb_run: Any = None
-        self._step_run_id: str | None = None
 
     def start(self) -> None:
         if self.parent_run_id is not None:
@@ -89,24 +88,13 @@ class Tracker:
             ),
         )
 
-    @property
-    def wandb_path(self) -> str:
-        run = self.wandb_run
-        if run is None:
-            return ""
-        return f"{run.entity or ''}/{run.project}/{run.id}".lstrip("/")
-
     @contextlib.contextmanager
     def step(self, name: str) -> Iterator[StepTracker]:
         import mlflow
 
         self.start()
         with mlflow.start_run(run_name=name, nested=True) as run:
-            self._step_run_id = run.info.run_id
-            try:
-                yield StepTracker(name, run.info.run_id, self.wandb_run)
-            finally:
-                self._step_run_id = None
+            yield StepTracker(name, run.info.run_id, self.wandb_run)
 
     def finish(self, status: str = "FINISHED") -> None:
         if self.parent_run_id is None:
@@ -126,6 +114,14 @@ class StepTracker:
         self.step = step
         self.run_id = run_id
         self.wandb_run = wandb_run
+
+    @property
+    def wandb_path(self) -> str:
+        """entity/project/run id of the W&B run, or empty when W&B is disabled."""
+        run = self.wandb_run
+        if run is None:
+            return ""
+        return f"{run.entity or ''}/{run.project}/{run.id}".lstrip("/")
 
     def params(self, params: dict[str, Any]) -> None:
         import mlflow

@@ -8,7 +8,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
-import msgspec
 from litestar import Litestar, Request, Response, get, post
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
@@ -186,7 +185,3 @@ def create_app(settings: ServiceSettings, gcs_client: Any = None) -> Litestar:
     components = app.openapi_schema.components
     components.schemas = {**dict(components.schemas or {}), **predict_components()}
     return app
-
-
-def encode(obj: Any) -> bytes:
-    return msgspec.json.encode(obj)

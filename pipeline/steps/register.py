@@ -51,16 +51,13 @@ def run(ctx: StepContext) -> dict[str, Any]:
     evaluation = ctx.read_json(catalog.EVALUATION)
     ingest = ctx.read_json(catalog.INGEST_REPORT)
     X_test, y_test = xy(ctx.read_frame(catalog.TEST))
-    wandb_path = ""
-    if ctx.tracker and ctx.tracker.wandb_run is not None:
-        run = ctx.tracker.wandb_run
-        wandb_path = f"{run.project}/{run.id}"
+    wandb_path = ctx.tracker.wandb_path if ctx.tracker else ""
 
     reg = registry.Registry(config.model_name)
     champion_metrics = reg.score(registry.CHAMPION, X_test, y_test)
     model_uri = reg.log_model(model, X_test.head(5))
     run_id = ctx.tracker.run_id if ctx.tracker else ""
-    version = reg.register(model_uri, run_id, version_tags(evaluation, ingest, wandb_path))
+    version = reg.register(model_uri, version_tags(evaluation, ingest, wandb_path))
     reg.set_alias(registry.CHALLENGER, version)
 
     challenger_rmse = evaluation["test_metrics"]["rmse"]

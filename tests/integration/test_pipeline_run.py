@@ -81,6 +81,7 @@ def test_champion_loads_with_pyfunc_and_predicts_raw_rows(trained, housing_sampl
     assert predictions.shape == (20,)
     assert np.isfinite(predictions).all()
     version = mlflow.MlflowClient().get_model_version_by_alias("housing-price", "champion")
+    assert version.tags["wandb_run"].startswith("housing-mlops/")
     assert {"git_sha", "data_sha256", "test_rmse", "test_r2", "test_mape", "wandb_run"} <= set(
         version.tags
     )
