@@ -1,0 +1,68 @@
+import pytest
+
+from infra import stackfile
+from infra.traffic import ReleaseError
+
+STACK = """\
+# Production: changes here are reviewed.
+config:
+  gcp:project: housing-mlops-prod   # the GCP project
+  gcp:region: europe-west1
+  housing-mlops:release:
+    # the model version the newest revision serves
+    modelVersion: 6
+    image: europe-docker.pkg.dev/p/r/service@sha256:aaa
+    canaryPercent: 100
+    stableRevision: ""
+"""
+
+
+def test_canary_changes_only_the_release_and_keeps_comments():
+    new = stackfile.canary(STACK, model_version=7, percent=10, live_revision="api-m6-1a2b3c4d")
+    assert "# Production: changes here are reviewed." in new
+    assert "# the GCP project" in new
+    assert "# the model version the newest revision serves" in new
+    release = stackfile.read_release(new)
+    assert release is not None
+    assert (release.model_version, release.canary_percent, release.stable_revision) == (
+        7,
+        10,
+        "api-m6-1a2b3c4d",
+    )
+    assert release.image.endswith("sha256:aaa")
+    changed = [line for line in new.splitlines() if line not in STACK.splitlines()]
+    assert changed == [
+        "    modelVersion: 7",
+        "    canaryPercent: 10",
+        '    stableRevision: "api-m6-1a2b3c4d"',  # keeps the quoting it had
+    ]
+
+
+def test_promote_then_rollback_is_one_line_each():
+    canaried = stackfile.canary(STACK, 7, 10, "api-m6-1a2b3c4d")
+    promoted = stackfile.promote(canaried)
+    assert [line for line in promoted.splitlines() if line not in canaried.splitlines()] == [
+        "    canaryPercent: 100"
+    ]
+    rolled_back = stackfile.rollback(canaried)
+    assert [line for line in rolled_back.splitlines() if line not in canaried.splitlines()] == [
+        "    canaryPercent: 0"
+    ]
+
+
+def test_rollback_without_a_stable_revision_is_refused(tmp_path):
+    path = tmp_path / "Pulumi.prod.yaml"
+    path.write_text(STACK)
+    with pytest.raises(ReleaseError, match="stableRevision is empty"):
+        stackfile.edit(path, stackfile.rollback)
+    assert path.read_text() == STACK
+
+
+def test_invalid_percent_is_refused_before_writing(tmp_path):
+    path = tmp_path / "Pulumi.prod.yaml"
+    path.write_text(STACK)
+    with pytest.raises(ReleaseError, match="canaryPercent must be between 0 and 100, got 120"):
+        stackfile.edit(path, stackfile.canary, 7, 120, "api-m6-1a2b3c4d")
+    assert path.read_text() == STACK
+    stackfile.edit(path, stackfile.canary, 7, 50, "api-m6-1a2b3c4d")
+    assert stackfile.read_release(path.read_text()).canary_percent == 50
