@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from pipeline.schema import FEATURES
+from pipeline.schema import FEATURES, NUMERIC_FEATURES
 from ui.client import ServiceClient
 
 _INDEX = re.compile(r"^instances\[(\d+)\](?:\.(\w+))?$")
@@ -22,13 +22,23 @@ def missing_columns(frame: pd.DataFrame) -> list[str]:
     return [c for c in FEATURES if c not in frame.columns]
 
 
+def _value(column: str, value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if column in NUMERIC_FEATURES and isinstance(value, str):
+        # One bad cell makes pandas read the whole column as text; send the numbers as
+        # numbers so only the bad cell is rejected.
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
 def to_instances(frame: pd.DataFrame) -> list[dict[str, Any]]:
     """Rows as request instances: NaN becomes null, numbers stay numbers."""
     records = frame[list(FEATURES)].to_dict("records")
-    return [
-        {str(k): (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
-        for r in records
-    ]
+    return [{str(k): _value(str(k), v) for k, v in r.items()} for r in records]
 
 
 def rejected_positions(body: dict[str, Any]) -> dict[int, str]:
