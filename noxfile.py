@@ -73,6 +73,13 @@ def serve(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def ui(session: nox.Session) -> None:
+    """The Streamlit UI on 127.0.0.1:8501, calling the service at API_URL."""
+    install(session, "ui")
+    session.run("streamlit", "run", "ui/app.py", *session.posargs, env=offline_env())
+
+
+@nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """The test suite: `nox -s tests -- [pytest options]`."""
     install(session, "dev")

@@ -56,6 +56,20 @@ RANGES: Final[dict[str, Range]] = {
 }
 
 
+#: A real block group (the data set's first row), for docs, tests and benchmarks.
+EXAMPLE_HOUSE: dict[str, float | str] = {
+    "longitude": -122.23,
+    "latitude": 37.88,
+    "housing_median_age": 41.0,
+    "total_rooms": 880.0,
+    "total_bedrooms": 129.0,
+    "population": 322.0,
+    "households": 126.0,
+    "median_income": 8.3252,
+    "ocean_proximity": "NEAR BAY",
+}
+
+
 def normalise_ocean_proximity(value: str) -> str:
     """Map free-form spellings ('near bay', ' Near_Bay ') onto the data set's category."""
     return " ".join(value.replace("_", " ").split()).upper()

@@ -40,20 +40,6 @@ class House(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     ]
 
 
-#: A real block group (the data set's first row), for docs, tests and benchmarks.
-EXAMPLE_HOUSE: dict[str, Any] = {
-    "longitude": -122.23,
-    "latitude": 37.88,
-    "housing_median_age": 41.0,
-    "total_rooms": 880.0,
-    "total_bedrooms": 129.0,
-    "population": 322.0,
-    "households": 126.0,
-    "median_income": 8.3252,
-    "ocean_proximity": "NEAR BAY",
-}
-
-
 class PredictRequest(msgspec.Struct, forbid_unknown_fields=True):
     instances: Annotated[list[House], Meta(min_length=1)]
 

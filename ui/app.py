@@ -11,22 +11,13 @@ import os
 import pandas as pd
 import streamlit as st
 
-from pipeline.schema import OCEAN_PROXIMITY, RANGES
+from pipeline.schema import EXAMPLE_HOUSE, OCEAN_PROXIMITY, RANGES
 from ui.batch import missing_columns, price_table
 from ui.client import ServiceClient, ServiceUnavailableError
 from ui.messages import explain, label
 from ui.settings import from_env
 
-DEFAULTS = {
-    "longitude": -122.23,
-    "latitude": 37.88,
-    "housing_median_age": 41.0,
-    "total_rooms": 880.0,
-    "total_bedrooms": 129.0,
-    "population": 322.0,
-    "households": 126.0,
-    "median_income": 8.3252,
-}
+DEFAULTS = {k: v for k, v in EXAMPLE_HOUSE.items() if k != "ocean_proximity"}
 MAX_BATCH = 1000
 
 

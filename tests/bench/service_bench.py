@@ -23,7 +23,7 @@ from pathlib import Path
 
 import httpx
 
-from service.schemas import EXAMPLE_HOUSE
+from pipeline.schema import EXAMPLE_HOUSE
 
 HERE = Path(__file__).parent
 DURATION_S = int(os.environ.get("BENCH_SECONDS", "8"))

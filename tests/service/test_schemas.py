@@ -3,7 +3,8 @@ import json
 import msgspec
 import pytest
 
-from service.schemas import EXAMPLE_HOUSE, House, RequestError, parse_predict_request
+from pipeline.schema import EXAMPLE_HOUSE
+from service.schemas import House, RequestError, parse_predict_request
 
 HOUSE = EXAMPLE_HOUSE
 

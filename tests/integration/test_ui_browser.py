@@ -1,0 +1,109 @@
+"""End to end in a real headless Chromium: the form, the service, the price on the page."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from pipeline.schema import EXAMPLE_HOUSE
+from tests.conftest import free_port, stop
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--window-size=1400,1000",
+)
+
+
+@pytest.fixture
+def streamlit_url(service, tmp_path):
+    port = free_port()
+    env = {**os.environ, "API_URL": service.url}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            str(ROOT / "ui" / "app.py"),
+            "--server.port",
+            str(port),
+            "--server.address",
+            "127.0.0.1",
+            "--server.headless",
+            "true",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=(tmp_path / "streamlit.log").open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(url + "/_stcore/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        else:
+            raise TimeoutError((tmp_path / "streamlit.log").read_text())
+        yield url
+    finally:
+        stop(proc)
+
+
+def test_form_to_price_in_a_browser(streamlit_url, service, tmp_path):
+    for tool in ("chromium", "chromedriver"):
+        if shutil.which(tool) is None:
+            pytest.fail(
+                f"{tool} is missing: apt-get install chromium chromium-driver (.ci/run does)"
+            )
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service as DriverService
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium") or ""
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
+    driver = webdriver.Chrome(options=options, service=DriverService(shutil.which("chromedriver")))
+    try:
+        driver.get(streamlit_url)
+        wait = WebDriverWait(driver, 60)
+        button = wait.until(
+            ec.element_to_be_clickable((By.XPATH, "//button[.//p[text()='Predict price']]"))
+        )
+        button.click()
+        metric = wait.until(
+            ec.presence_of_element_located((By.CSS_SELECTOR, "[data-testid='stMetricValue']"))
+        )
+        shown = metric.text
+        ARTIFACTS.mkdir(exist_ok=True)
+        driver.save_screenshot(str(ARTIFACTS / "ui-one-house.png"))
+    finally:
+        driver.quit()
+    expected = httpx.post(
+        service.url + "/api/v1/predict", json={"instances": [EXAMPLE_HOUSE]}
+    ).json()
+    assert shown == f"${expected['predictions'][0]['predicted_price']:,.0f}"
+    assert (ARTIFACTS / "ui-one-house.png").stat().st_size > 10_000

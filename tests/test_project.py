@@ -1,0 +1,96 @@
+"""The project's own promises: layout, README commands, Dockerfiles that reference real files."""
+
+from __future__ import annotations
+
+import ast
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCKERFILES = sorted(ROOT.glob("*/Dockerfile"))
+
+
+def nox_sessions() -> set[str]:
+    tree = ast.parse((ROOT / "noxfile.py").read_text())
+    return {
+        node.name
+        for node in tree.body
+        if isinstance(node, ast.FunctionDef)
+        and any("session" in ast.unparse(d) for d in node.decorator_list)
+    }
+
+
+def test_top_level_is_the_documented_layout():
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    top = {line.split("/")[0] for line in tracked.splitlines()}
+    assert top <= {
+        "infra",
+        "pipeline",
+        "service",
+        "ui",
+        "tests",
+        "Pulumi.yaml",
+        "Pulumi.dev.yaml",
+        "Pulumi.prod.yaml",
+        "noxfile.py",
+        "pyproject.toml",
+        "README.md",
+        ".ci",
+        ".github",
+        ".gitignore",
+        ".dockerignore",
+        "uv.lock",
+        ".streamlit",
+    }
+    assert {"infra", "pipeline", "service", "ui", "tests", ".ci", "uv.lock"} <= top
+
+
+def test_every_nox_session_in_the_readme_exists():
+    readme = (ROOT / "README.md").read_text()
+    named = set(re.findall(r"nox -s ([a-z_]+)", readme))
+    assert {"pipeline", "tests"} <= named
+    assert named <= nox_sessions()
+
+
+def test_ci_runs_the_readme_test_command():
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "nox -s lint tests" in ci
+    assert "nox -s tests" in (ROOT / "README.md").read_text()
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.parent.name)
+def test_dockerfile_copies_real_files_and_runs_a_real_module(dockerfile):
+    text = dockerfile.read_text()
+    for line in text.splitlines():
+        if line.startswith("COPY") and "--from=" not in line:
+            sources = line.split()[1:-1]
+            for source in sources:
+                assert (ROOT / source).exists(), f"{dockerfile}: COPY {source} does not exist"
+    assert "USER app" in text
+    assert "HEALTHCHECK" in text
+    groups = re.findall(r"--group (\w+)", text)
+    assert groups
+    assert set(groups) == {dockerfile.parent.name}, "an image carries only its own part's group"
+    cmd = re.search(r"^CMD (.+)$", text, re.M)
+    assert cmd
+    if "-m" in cmd.group(1):
+        module = re.search(r'"-m", "([\w.]+)"', cmd.group(1))
+        assert module
+        assert (ROOT / module.group(1).replace(".", "/") / "__main__.py").is_file()
+    else:
+        assert "streamlit run app.py" in cmd.group(1)
+        assert "COPY ui/app.py /home/app/app.py" in text
+
+
+def test_service_dependency_group_is_lean():
+    import tomllib
+
+    groups = tomllib.loads((ROOT / "pyproject.toml").read_text())["dependency-groups"]
+    names = " ".join(str(g) for g in groups["service"])
+    for heavy in ("streamlit", "pulumi", "wandb", "optuna", "mlflow>"):
+        assert heavy not in names
