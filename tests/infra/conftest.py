@@ -20,6 +20,10 @@ class RecordingMocks(pulumi.runtime.Mocks):
         outputs.setdefault("name", args.name)
         if args.typ == "gcp:storage/bucket:Bucket":
             outputs["url"] = f"gs://{outputs['name']}"
+        if args.typ == "random:index/randomPassword:RandomPassword":
+            outputs["result"] = "x" * int(args.inputs["length"])
+        if args.typ == "gcp:sql/databaseInstance:DatabaseInstance":
+            outputs["connectionName"] = f"p:europe-west1:{args.name}"
         return f"{args.name}-id", outputs
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:
