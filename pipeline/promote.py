@@ -5,7 +5,7 @@ from __future__ import annotations
 from pipeline import registry
 from pipeline.orchestrator import PipelineError
 from pipeline.settings import Settings
-from pipeline.storage import ArtifactStore, to_json
+from pipeline.storage import ArtifactStore
 
 
 def promote(settings: Settings, store: ArtifactStore, version: str | None = None) -> str:
@@ -24,15 +24,12 @@ def promote(settings: Settings, store: ArtifactStore, version: str | None = None
         reg.client.get_model_version(reg.name, version)
     except MlflowException:
         raise PipelineError(f"{reg.name} has no version {version}") from None
-    with reg.download(version) as local:
-        files = list(registry.model_files(local))
+    reg.client.set_model_version_tag(reg.name, version, "promotion", "promoted by hand")
+    files = registry.export_files(reg, version)
     prefix = registry.export_prefix(reg.name, registry.CHAMPION)
     for key in store.list(prefix):
         store.delete(key)
     for rel, data in files:
         store.write_bytes(f"{prefix}/{rel}", data)
-    reg.client.set_model_version_tag(reg.name, version, "promotion", "promoted by hand")
-    meta = registry.version_metadata(reg, version)
-    store.write_bytes(f"{prefix}/{registry.METADATA_FILE}", to_json(meta))
     reg.set_alias(registry.CHAMPION, version)
     return version

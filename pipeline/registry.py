@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.metrics import regression_metrics
+from pipeline.storage import to_json
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -157,11 +158,17 @@ class Registry:
             yield Path(local)
 
 
-def model_files(root: Path) -> Iterator[tuple[str, bytes]]:
-    """(relative path, bytes) of every file of a saved model folder."""
-    for path in sorted(root.rglob("*")):
-        if path.is_file():
-            yield str(path.relative_to(root)), path.read_bytes()
+def export_files(reg: Registry, version: str) -> list[tuple[str, bytes]]:
+    """(relative path, bytes) of a version's exported form: its MLflow model folder plus
+    ``registry.json``, so a loader without the registry still knows what it serves."""
+    with reg.download(version) as local:
+        files = [
+            (str(path.relative_to(local)), path.read_bytes())
+            for path in sorted(local.rglob("*"))
+            if path.is_file()
+        ]
+    files.append((METADATA_FILE, to_json(version_metadata(reg, version))))
+    return files
 
 
 def export_prefix(model_name: str, ref: str) -> str:

@@ -47,6 +47,20 @@ def _metrics(tags: dict[str, str]) -> dict[str, float]:
     return out
 
 
+def _meta(info: dict[str, Any], alias: str, source: str) -> ModelMeta:
+    """What the service reports about a version, from the registry's name/version/run/tags."""
+    tags = info.get("tags", {})
+    return ModelMeta(
+        name=info.get("name", ""),
+        version=str(info.get("version", "")),
+        alias=alias,
+        run_id=info.get("run_id") or "",
+        source=source,
+        trained_at=tags.get("trained_at", ""),
+        test_metrics=_metrics(tags),
+    )
+
+
 def parse_models_uri(uri: str) -> tuple[str, str, str]:
     """``models:/name@alias`` → (name, "", alias); ``models:/name/3`` → (name, "3", "")."""
     path = uri.removeprefix("models:/")
@@ -72,16 +86,8 @@ def from_mlflow(settings: ServiceSettings) -> Loaded:
     with tempfile.TemporaryDirectory(prefix="housing-serve-") as target:
         local = mlflow.artifacts.download_artifacts(f"models:/{name}/{mv.version}", dst_path=target)
         model = mlflow.sklearn.load_model(local)
-    tags = dict(mv.tags)
-    meta = ModelMeta(
-        name=name,
-        version=str(mv.version),
-        alias=alias,
-        run_id=mv.run_id or "",
-        source=f"mlflow:{settings.model_uri}",
-        trained_at=tags.get("trained_at", ""),
-        test_metrics=_metrics(tags),
-    )
+    info = {"name": name, "version": mv.version, "run_id": mv.run_id, "tags": dict(mv.tags)}
+    meta = _meta(info, alias, f"mlflow:{settings.model_uri}")
     return Loaded(model, meta, time.perf_counter() - began)
 
 
@@ -113,16 +119,7 @@ def from_export(settings: ServiceSettings, gcs_client: Any = None) -> Loaded:
         model = mlflow.sklearn.load_model(str(local))
         meta_file = local / "registry.json"
         info: dict[str, Any] = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
-    tags = info.get("tags", {})
-    meta = ModelMeta(
-        name=info.get("name", ""),
-        version=str(info.get("version", "")),
-        alias=parse_models_uri(settings.model_uri)[2],
-        run_id=info.get("run_id", ""),
-        source=f"export:{uri}",
-        trained_at=tags.get("trained_at", ""),
-        test_metrics=_metrics(tags),
-    )
+    meta = _meta(info, parse_models_uri(settings.model_uri)[2], f"export:{uri}")
     return Loaded(model, meta, time.perf_counter() - began)
 
 

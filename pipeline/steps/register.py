@@ -36,13 +36,9 @@ def version_tags(
 
 def export(ctx: StepContext, reg: registry.Registry, version: str, refs: list[str]) -> None:
     """Copy the version's files, plus its registry metadata, to the artifact store."""
-    meta = registry.version_metadata(reg, version)
-    with reg.download(version) as local:
-        for rel, data in registry.model_files(local):
-            for ref in refs:
-                ctx.write_bytes(f"{registry.export_prefix(reg.name, ref)}/{rel}", data)
-    for ref in refs:
-        ctx.write_json(f"{registry.export_prefix(reg.name, ref)}/{registry.METADATA_FILE}", meta)
+    for rel, data in registry.export_files(reg, version):
+        for ref in refs:
+            ctx.write_bytes(f"{registry.export_prefix(reg.name, ref)}/{rel}", data)
 
 
 def run(ctx: StepContext) -> dict[str, Any]:

@@ -182,3 +182,22 @@ def test_wrong_checksum_and_failed_validation_leave_no_artifact(
     assert not (artifacts / "data/validated.parquet").exists()
     assert not (artifacts / "data/quarantine.parquet").exists()
     assert not (artifacts / "state/validate.json").exists()
+
+
+def test_promote_by_hand_moves_the_alias_and_the_export(trained, capsys):
+    import json
+
+    import mlflow
+
+    home, _, _ = trained
+    assert main(["promote", "--version", "1"]) == 0
+    assert "version 1 is now @champion" in capsys.readouterr().out
+    mlflow.set_tracking_uri(f"sqlite:///{home / 'mlflow.db'}")
+    champion = mlflow.MlflowClient().get_model_version_by_alias("housing-price", "champion")
+    assert str(champion.version) == "1"
+    exported = json.loads(
+        (home / "artifacts/models/housing-price/champion/registry.json").read_text()
+    )
+    assert exported["version"] == "1"
+    assert exported["tags"]["promotion"] == "promoted by hand"
+    assert (home / "artifacts/models/housing-price/champion/MLmodel").is_file()
