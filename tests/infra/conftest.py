@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pulumi
@@ -33,8 +34,32 @@ class RecordingMocks(pulumi.runtime.Mocks):
         return [r for r in self.resources if r.typ == typ]
 
 
+Program = Callable[[], Mapping[str, Any] | None]
+
+
 @pytest.fixture
 def mocks() -> RecordingMocks:
     recording = RecordingMocks()
     pulumi.runtime.set_mocks(recording, project="housing-mlops", stack="dev", preview=False)
     return recording
+
+
+@pytest.fixture
+def deploy(mocks: RecordingMocks) -> Callable[[Program], dict[str, Any]]:
+    """Runs a program until every resource is registered; returns its outputs resolved.
+
+    Checking inside an ``apply`` races resources still waiting on their inputs; this waits for
+    the engine's own quiescence first, so assertions see the whole program.
+    """
+
+    def run(program: Program) -> dict[str, Any]:
+        resolved: dict[str, Any] = {}
+
+        def body() -> pulumi.Output[Any]:
+            outputs = program() or {}
+            return pulumi.Output.all(**outputs).apply(resolved.update)
+
+        pulumi.runtime.test(body)()
+        return resolved
+
+    return run
