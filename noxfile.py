@@ -95,6 +95,72 @@ def lint(session: nox.Session) -> None:
     session.run("mypy", *session.posargs)
 
 
+PULUMI_HINT = (
+    "the Pulumi CLI is not installed: install it with `curl -fsSL https://get.pulumi.com | sh` "
+    "(https://www.pulumi.com/docs/install/), or use `nox -s plan` offline"
+)
+
+
+def _stack_args(session: nox.Session, usage: str) -> list[str]:
+    if not session.posargs or session.posargs[0].startswith("-"):
+        session.error(f"usage: nox -s {session.name} -- {usage}")
+    return list(session.posargs)
+
+
+def _infra(session: nox.Session, *args: str, needs_cli: bool) -> None:
+    if needs_cli and shutil.which("pulumi") is None:
+        session.error(PULUMI_HINT)
+    install(session, "infra")
+    session.run("python", "-m", *args, env=offline_env())
+
+
+@nox.session(python=PYTHON)
+def plan(session: nox.Session) -> None:
+    """Offline plan under Pulumi's mocks: `nox -s plan -- <stack> [--json PATH]`."""
+    _infra(session, "infra.plan", *_stack_args(session, "<stack> [--json PATH]"), needs_cli=False)
+
+
+@nox.session(python=PYTHON)
+def preview(session: nox.Session) -> None:
+    """`pulumi preview` with the policy pack: `nox -s preview -- <stack>`."""
+    _infra(session, "infra.cli", "preview", *_stack_args(session, "<stack>"), needs_cli=True)
+
+
+@nox.session(python=PYTHON)
+def up(session: nox.Session) -> None:
+    """`pulumi up` with the policy pack: `nox -s up -- <stack>`."""
+    _infra(session, "infra.cli", "up", *_stack_args(session, "<stack>"), needs_cli=True)
+
+
+@nox.session(python=PYTHON)
+def destroy(session: nox.Session) -> None:
+    """`pulumi destroy`: `nox -s destroy -- <stack>`."""
+    _infra(session, "infra.cli", "destroy", *_stack_args(session, "<stack>"), needs_cli=True)
+
+
+@nox.session(python=PYTHON)
+def canary(session: nox.Session) -> None:
+    """Shift traffic to a new model: `nox -s canary -- <stack> --model-version N --percent P
+    [--image REF] [--stable-revision REV] [--no-up]`."""
+    args = _stack_args(session, "<stack> --model-version N --percent P [--no-up]")
+    needs_cli = "--no-up" not in args or "--stable-revision" not in args
+    _infra(session, "infra.cli", "canary", *args, needs_cli=needs_cli)
+
+
+@nox.session(python=PYTHON)
+def promote(session: nox.Session) -> None:
+    """The canary takes all traffic: `nox -s promote -- <stack> [--no-up]`."""
+    args = _stack_args(session, "<stack> [--no-up]")
+    _infra(session, "infra.cli", "promote", *args, needs_cli="--no-up" not in args)
+
+
+@nox.session(python=PYTHON)
+def rollback(session: nox.Session) -> None:
+    """All traffic back to the stable revision: `nox -s rollback -- <stack> [--no-up]`."""
+    args = _stack_args(session, "<stack> [--no-up]")
+    _infra(session, "infra.cli", "rollback", *args, needs_cli="--no-up" not in args)
+
+
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
     """Benchmarks that print figures and ratios: `nox -s bench -- pipeline`."""

@@ -12,6 +12,8 @@ import pulumi
 import pulumi_gcp as gcp
 import pulumi_random as random
 
+from infra.options import child_options
+
 TYPE = "housing-mlops:index:Database"
 DATABASES = ("mlflow", "optuna")
 
@@ -20,7 +22,8 @@ class DatabaseArgs(msgspec.Struct, frozen=True, kw_only=True):
     project: str
     region: str
     production: bool
-    """Prod: regional HA, backups with point-in-time recovery, deletion protection."""
+    """Prod: regional HA, backups with point-in-time recovery."""
+    deletion_protection: bool = True
     tier: str = "db-f1-micro"
     user: str = "housing"
 
@@ -32,18 +35,21 @@ class Database(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: DatabaseArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__(TYPE, name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
+        self._name = name
+        child = child_options(self, opts)
         prod = args.production
         self.instance = gcp.sql.DatabaseInstance(
             f"{name}-instance",
             project=args.project,
             region=args.region,
             database_version="POSTGRES_16",
-            deletion_protection=prod,
+            deletion_protection=args.deletion_protection,
             settings=gcp.sql.DatabaseInstanceSettingsArgs(
                 tier=args.tier,
+                # Read by the policy pack: production instances must keep backups and protection.
+                user_labels={"environment": "prod" if prod else "dev"},
                 availability_type="REGIONAL" if prod else "ZONAL",
-                deletion_protection_enabled=prod,
+                deletion_protection_enabled=args.deletion_protection,
                 backup_configuration=gcp.sql.DatabaseInstanceSettingsBackupConfigurationArgs(
                     enabled=prod, point_in_time_recovery_enabled=prod
                 ),
@@ -89,4 +95,15 @@ class Database(pulumi.ComponentResource):
         self.password_secret_id = self.secret.secret_id
         self.register_outputs(
             {"connection_name": self.connection_name, "password_secret_id": self.password_secret_id}
+        )
+
+    def grant_password(self, label: str, member: pulumi.Input[str]) -> None:
+        """Let ``member`` read the password secret (and nothing else in Secret Manager)."""
+        gcp.secretmanager.SecretIamMember(
+            f"{self._name}-password-{label}",
+            project=self.secret.project,
+            secret_id=self.secret.secret_id,
+            role="roles/secretmanager.secretAccessor",
+            member=member,
+            opts=pulumi.ResourceOptions(parent=self),
         )

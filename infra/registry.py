@@ -6,6 +6,8 @@ import msgspec
 import pulumi
 import pulumi_gcp as gcp
 
+from infra.options import child_options
+
 TYPE = "housing-mlops:index:Registry"
 
 
@@ -50,7 +52,7 @@ class Registry(pulumi.ComponentResource):
                     ),
                 ),
             ],
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=child_options(self, opts),
         )
         self.path = pulumi.Output.concat(
             args.location, "-docker.pkg.dev/", args.project, "/", self.repository.repository_id

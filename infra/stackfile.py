@@ -4,7 +4,6 @@ comments, key order and every other setting stay as they were, so the diff is th
 from __future__ import annotations
 
 import io
-from pathlib import Path
 from typing import Any
 
 from ruamel.yaml import YAML
@@ -25,6 +24,7 @@ KEYS = {
 def _yaml() -> YAML:
     yaml = YAML()
     yaml.preserve_quotes = True
+    yaml.width = 4096  # never re-wrap a long image reference
     yaml.indent(mapping=2, sequence=4, offset=2)
     return yaml
 
@@ -91,10 +91,3 @@ def rollback(text: str) -> str:
             f"{RELEASE_KEY}.stableRevision is empty: there is no earlier revision to roll back to"
         )
     return with_release(text, canary_percent=0)
-
-
-def edit(path: Path, change: Any, *args: Any, **kwargs: Any) -> str:
-    """Apply ``change`` to the stack file at ``path`` and write it back; returns the new text."""
-    new = change(path.read_text(), *args, **kwargs)
-    path.write_text(new)
-    return str(new)

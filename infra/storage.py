@@ -6,6 +6,8 @@ import msgspec
 import pulumi
 import pulumi_gcp as gcp
 
+from infra.options import child_options
+
 TYPE = "housing-mlops:index:Storage"
 
 
@@ -29,7 +31,8 @@ class Storage(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: StorageArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__(TYPE, name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
+        self._name = name
+        child = child_options(self, opts)
         self.bucket = gcp.storage.Bucket(
             f"{name}-bucket",
             location=args.location,
@@ -56,3 +59,13 @@ class Storage(pulumi.ComponentResource):
         self.bucket_name = self.bucket.name
         self.url = self.bucket.url
         self.register_outputs({"bucket_name": self.bucket_name, "url": self.url})
+
+    def grant(self, label: str, role: str, member: pulumi.Input[str]) -> None:
+        """Give ``member`` ``role`` on this bucket only (never project-wide storage roles)."""
+        gcp.storage.BucketIAMMember(
+            f"{self._name}-{label}",
+            bucket=self.bucket.name,
+            role=role,
+            member=member,
+            opts=pulumi.ResourceOptions(parent=self),
+        )

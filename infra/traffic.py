@@ -23,7 +23,9 @@ class ReleaseError(ValueError):
     """A release setting is wrong; the message names the key and the fix."""
 
 
-class Release(msgspec.Struct, frozen=True, kw_only=True):
+class Release(
+    msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="camel"
+):
     model_version: int
     """release.modelVersion: the registered model version the newest revision serves."""
     image: str

@@ -107,6 +107,9 @@ class RuntimeInfo(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, froz
     """CLOUD_RUN_TASK_INDEX: this worker's index among parallel tasks."""
     task_count: int = 1
     """CLOUD_RUN_TASK_COUNT: how many tasks share the tune study."""
+    db_password: str = msgspec.field(default="")
+    """DB_PASSWORD: the database password (Secret Manager on GCP), added to ``tune.storage`` at
+    connect time so it is never part of a setting, a fingerprint or a log line."""
 
 
 class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -156,6 +159,7 @@ ENV_KEYS: dict[str, tuple[str, ...]] = {
     "OPTUNA_STORAGE": ("tune", "storage"),
     "CLOUD_RUN_TASK_INDEX": ("runtime", "task_index"),
     "CLOUD_RUN_TASK_COUNT": ("runtime", "task_count"),
+    "DB_PASSWORD": ("runtime", "db_password"),
 }
 
 

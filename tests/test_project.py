@@ -94,3 +94,18 @@ def test_service_dependency_group_is_lean():
     names = " ".join(str(g) for g in groups["service"])
     for heavy in ("streamlit", "pulumi", "wandb", "optuna", "mlflow>"):
         assert heavy not in names
+
+
+def test_nox_and_the_infra_cli_give_the_same_install_hint():
+    import ast
+
+    from infra.cli import INSTALL_HINT
+
+    tree = ast.parse((ROOT / "noxfile.py").read_text())
+    hints = [
+        ast.literal_eval(node.value)
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        and any(isinstance(t, ast.Name) and t.id == "PULUMI_HINT" for t in node.targets)
+    ]
+    assert hints == [INSTALL_HINT]

@@ -20,6 +20,7 @@ import msgspec
 import numpy as np
 import optuna
 import pandas as pd
+import sqlalchemy.engine
 
 from pipeline import catalog
 from pipeline.cv import iter_fold_scores, xy
@@ -184,10 +185,20 @@ class TrialLogger:
         self._client.set_terminated(run.info.run_id, status)
 
 
+def with_password(url: str, password: str) -> str:
+    """The URL with the password added when it names a user but carries none."""
+    if not password:
+        return url
+    parsed = sqlalchemy.engine.make_url(url)
+    if parsed.username is None or parsed.password is not None:
+        return url
+    return parsed.set(password=password).render_as_string(hide_password=False)
+
+
 def storage_url(settings: Settings) -> str | None:
     """The study's RDB; several workers need one, so they get a SQLite file under home."""
     if settings.tune.storage:
-        return settings.tune.storage
+        return with_password(settings.tune.storage, settings.runtime.db_password)
     if settings.tune.workers > 1:
         return f"sqlite:///{settings.home_path / 'optuna.db'}"
     return None

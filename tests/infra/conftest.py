@@ -3,56 +3,36 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import pulumi
 import pytest
 
+from infra.config import StackConfig
+from infra.plan import PlanMocks, read_stack_config, run
 
-class RecordingMocks(pulumi.runtime.Mocks):
-    """Echoes inputs as outputs (plus an id and a URL), and remembers every resource."""
-
-    def __init__(self) -> None:
-        self.resources: list[pulumi.runtime.MockResourceArgs] = []
-
-    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
-        self.resources.append(args)
-        outputs = dict(args.inputs)
-        outputs.setdefault("name", args.name)
-        if args.typ == "gcp:storage/bucket:Bucket":
-            outputs["url"] = f"gs://{outputs['name']}"
-        if args.typ == "random:index/randomPassword:RandomPassword":
-            outputs["result"] = "x" * int(args.inputs["length"])
-        if args.typ == "gcp:sql/databaseInstance:DatabaseInstance":
-            outputs["connectionName"] = f"p:europe-west1:{args.name}"
-        return f"{args.name}-id", outputs
-
-    def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:
-        return {}
-
-    def of_type(self, typ: str) -> list[pulumi.runtime.MockResourceArgs]:
-        return [r for r in self.resources if r.typ == typ]
-
-
+ROOT = Path(__file__).resolve().parents[2]
+STACKS = ("dev", "prod")
 Program = Callable[[], Mapping[str, Any] | None]
 
 
 @pytest.fixture
-def mocks() -> RecordingMocks:
-    recording = RecordingMocks()
+def mocks() -> PlanMocks:
+    recording = PlanMocks(project="p", region="europe-west1")
     pulumi.runtime.set_mocks(recording, project="housing-mlops", stack="dev", preview=False)
     return recording
 
 
 @pytest.fixture
-def deploy(mocks: RecordingMocks) -> Callable[[Program], dict[str, Any]]:
+def deploy(mocks: PlanMocks) -> Callable[[Program], dict[str, Any]]:
     """Runs a program until every resource is registered; returns its outputs resolved.
 
     Checking inside an ``apply`` races resources still waiting on their inputs; this waits for
     the engine's own quiescence first, so assertions see the whole program.
     """
 
-    def run(program: Program) -> dict[str, Any]:
+    def run_program(program: Program) -> dict[str, Any]:
         resolved: dict[str, Any] = {}
 
         def body() -> pulumi.Output[Any]:
@@ -62,4 +42,29 @@ def deploy(mocks: RecordingMocks) -> Callable[[Program], dict[str, Any]]:
         pulumi.runtime.test(body)()
         return resolved
 
-    return run
+    return run_program
+
+
+def stack_config(name: str) -> StackConfig:
+    """A committed stack file's config, read as `pulumi up` would."""
+    return read_stack_config(ROOT / f"Pulumi.{name}.yaml")
+
+
+class Deployed:
+    """What the program declared for one config: resources by type, and its exports."""
+
+    def __init__(self, config: StackConfig):
+        self.config = config
+        self.mocks, self.exports = run(config)
+
+    def of_type(self, typ: str) -> list[pulumi.runtime.MockResourceArgs]:
+        return self.mocks.of_type(typ)
+
+    def one(self, typ: str, name: str) -> dict[str, Any]:
+        (found,) = [r for r in self.of_type(typ) if r.name == name]
+        return dict(found.inputs)
+
+
+@pytest.fixture
+def deployed() -> Callable[[StackConfig], Deployed]:
+    return Deployed

@@ -4,7 +4,10 @@ from infra.database import Database, DatabaseArgs
 
 
 def build(production: bool) -> Database:
-    return Database("db", DatabaseArgs(project="p", region="europe-west1", production=production))
+    args = DatabaseArgs(
+        project="p", region="europe-west1", production=production, deletion_protection=production
+    )
+    return Database("db", args)
 
 
 @pytest.mark.parametrize("production", [True, False])

@@ -1,6 +1,7 @@
 import collections
 
 import optuna
+import sqlalchemy.engine
 
 from pipeline.model import FeatureSpec
 from pipeline.settings import load_settings
@@ -65,3 +66,16 @@ def test_several_workers_without_storage_get_a_sqlite_study_under_home(tmp_path)
     settings = _settings(tmp_path, workers=3)
     assert tune.storage_url(settings) == f"sqlite:///{tmp_path / 'optuna.db'}"
     assert tune.storage_url(_settings(tmp_path)) is None
+
+
+def test_the_database_password_joins_the_storage_url_only_at_connect_time(tmp_path, postgres_url):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[tune]\nstorage = "{postgres_url}"\n[tracking]\nwandb_mode = "disabled"\n')
+    secret = "p@ss/w:rd%"
+    settings = load_settings(cfg, {"HOUSING_MLOPS_HOME": str(tmp_path), "DB_PASSWORD": secret})
+    assert secret not in settings.tune.storage, "never part of a setting (or its fingerprint)"
+    url = tune.storage_url(settings)
+    assert sqlalchemy.engine.make_url(url).password == secret
+    tune.create_study(settings, url, "random_forest", "with-password")  # a real connection
+    assert tune.with_password(url, "other") == url, "an explicit password is kept"
+    assert tune.with_password("sqlite:///x.db", secret) == "sqlite:///x.db"

@@ -1,0 +1,211 @@
+"""The stack's typed configuration: the only place that reads ``pulumi.Config``.
+
+Everything under the ``housing-mlops:`` namespace of ``Pulumi.<stack>.yaml`` is converted into
+frozen Structs once, at the edge, and validated; an error names the key and the fix, so a typo
+fails ``pulumi preview`` with one line instead of a half-applied stack.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+
+from infra.traffic import Release, ReleaseError, validate
+
+NAMESPACE = "housing-mlops"
+#: Members that would make a private endpoint public.
+PUBLIC_MEMBERS = frozenset({"allUsers", "allAuthenticatedUsers"})
+_MEMBER = re.compile(r"^(user|group|serviceAccount|domain|principal|principalSet):\S+$")
+_REPOSITORY = re.compile(r"^[A-Za-z0-9-]+/[A-Za-z0-9._-]+$")
+
+
+class ConfigError(ValueError):
+    """A stack setting is wrong; the message names the key and how to fix it."""
+
+
+class _Section(
+    msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="camel"
+):
+    pass
+
+
+class DatabaseConfig(_Section, frozen=True):
+    tier: str = "db-f1-micro"
+    """Cloud SQL machine tier."""
+    deletion_protection: bool = True
+    """Refuse to delete the instance; must stay true in production."""
+
+
+class ImagesConfig(_Section, frozen=True):
+    """Image references (by digest in CI). Empty: that part is not deployed yet, so a first
+    ``pulumi up`` can create the registry before any image exists."""
+
+    mlflow: str = ""
+    pipeline: str = ""
+    ui: str = ""
+
+
+class TrackingConfig(_Section, frozen=True):
+    invokers: tuple[str, ...] = ()
+    """Members (``user:…``, ``group:…``) allowed to open MLflow, beside the platform's accounts."""
+    workers: int = 1
+    cpu: str = "1"
+    memory: str = "2Gi"
+    max_instances: int = 2
+
+
+class PipelineConfig(_Section, frozen=True):
+    schedule: str = ""
+    """Cron for scheduled retraining (Cloud Scheduler); empty: no schedule."""
+    time_zone: str = "Etc/UTC"
+    tune_tasks: int = 2
+    """Tasks of the ``tune`` job, sharing one Optuna study."""
+    tune_parallelism: int = 2
+    """How many of those tasks run at once."""
+    cpu: str = "2"
+    memory: str = "4Gi"
+    timeout: str = "3600s"
+    wandb_secret: str = ""
+    """Secret Manager secret holding ``WANDB_API_KEY``; empty: W&B stays offline."""
+
+
+class ServiceConfig(_Section, frozen=True):
+    public: bool = False
+    """Grant ``allUsers`` the invoker role; otherwise callers need an ID token."""
+    min_instances: int = 0
+    max_instances: int = 4
+    cpu: str = "1"
+    memory: str = "1Gi"
+    concurrency: int = 40
+    """Requests one instance takes at once."""
+
+
+class UIConfig(_Section, frozen=True):
+    enabled: bool = False
+    public: bool = False
+    max_instances: int = 2
+
+
+class GitHubConfig(_Section, frozen=True):
+    repository: str = ""
+    """``owner/name`` whose Actions may deploy through Workload Identity Federation."""
+
+
+class Settings(_Section, frozen=True):
+    """The ``housing-mlops:`` namespace, spelled as in the stack file."""
+
+    production: bool = False
+    registry_keep_images: int = 10
+    database: DatabaseConfig = DatabaseConfig()
+    images: ImagesConfig = ImagesConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    pipeline: PipelineConfig = PipelineConfig()
+    service: ServiceConfig = ServiceConfig()
+    ui: UIConfig = UIConfig()
+    github: GitHubConfig = GitHubConfig()
+    release: Release | None = None
+
+
+class StackConfig(Settings, frozen=True, kw_only=True):
+    stack: str
+    project: str
+    region: str
+
+
+#: Keys of the ``housing-mlops:`` namespace, as spelled in the stack file.
+SECTIONS = tuple(f.encode_name for f in msgspec.structs.fields(Settings))
+
+
+def _key(path: str) -> str:
+    """msgspec's ``$.release.canaryPercent`` → ``housing-mlops:release.canaryPercent``."""
+    return f"{NAMESPACE}:{path.removeprefix('$.')}" if path.startswith("$.") else NAMESPACE
+
+
+def parse(values: Mapping[str, Any], stack: str) -> StackConfig:
+    """Build and validate the config from a stack file's ``config:`` mapping (full keys)."""
+    unknown = sorted(
+        k for k in values if k.startswith(f"{NAMESPACE}:") and k.split(":", 1)[1] not in SECTIONS
+    )
+    if unknown:
+        raise ConfigError(f"{unknown[0]} is not a setting; known: {', '.join(sorted(SECTIONS))}")
+    for key in ("gcp:project", "gcp:region"):
+        if not values.get(key):
+            raise ConfigError(f"{key} is not set: pulumi config set {key} <value>")
+    raw = {k: v for k in SECTIONS if (v := values.get(f"{NAMESPACE}:{k}")) is not None}
+    try:
+        decoded = msgspec.convert(raw, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        message, _, path = str(exc).rpartition(" - at `")
+        where = _key(path.rstrip("`")) if path else NAMESPACE
+        raise ConfigError(f"{where}: {message or exc}") from None
+    config = StackConfig(
+        stack=stack,
+        project=str(values["gcp:project"]),
+        region=str(values["gcp:region"]),
+        **msgspec.structs.asdict(decoded),
+    )
+    check(config)
+    return config
+
+
+def check(config: StackConfig) -> None:
+    """Rules across keys that types alone can't say."""
+    ns = NAMESPACE
+    if config.production and not config.database.deletion_protection:
+        raise ConfigError(
+            f"{ns}:database.deletionProtection is false on a production stack: set it to true "
+            "(production data must survive a mistaken `pulumi destroy`)"
+        )
+    p = config.pipeline
+    if p.tune_tasks < 1 or not 1 <= p.tune_parallelism <= p.tune_tasks:
+        raise ConfigError(
+            f"{ns}:pipeline.tuneParallelism must be between 1 and pipeline.tuneTasks "
+            f"({p.tune_tasks}), got {p.tune_parallelism}"
+        )
+    if p.schedule and len(p.schedule.split()) != 5:
+        raise ConfigError(
+            f"{ns}:pipeline.schedule {p.schedule!r} is not a 5-field cron (e.g. '0 3 * * 1')"
+        )
+    for section, scaling in (("service", config.service), ("ui", config.ui)):
+        if scaling.max_instances < 1:
+            raise ConfigError(f"{ns}:{section}.maxInstances must be at least 1")
+    if config.service.min_instances > config.service.max_instances:
+        raise ConfigError(f"{ns}:service.minInstances exceeds service.maxInstances")
+    for member in config.tracking.invokers:
+        if member in PUBLIC_MEMBERS or not _MEMBER.match(member):
+            raise ConfigError(
+                f"{ns}:tracking.invokers has {member!r}: list members such as "
+                "'user:ada@example.com' or 'group:ml@example.com'; MLflow is never public"
+            )
+    repo = config.github.repository
+    if repo and not _REPOSITORY.match(repo):
+        raise ConfigError(f"{ns}:github.repository {repo!r} must be 'owner/name'")
+    if config.release is not None:
+        try:
+            validate(config.release)
+        except ReleaseError as exc:
+            raise ConfigError(f"{ns}:{exc}") from None
+    if config.ui.enabled and config.release is None:
+        raise ConfigError(
+            f"{ns}:ui.enabled is true but {ns}:release is missing: the UI needs the inference "
+            "service; deploy a release first"
+        )
+    if config.ui.enabled and not config.images.ui:
+        raise ConfigError(f"{ns}:ui.enabled is true but {ns}:images.ui is empty: set the image")
+
+
+def from_pulumi() -> StackConfig:
+    """Read the running stack's configuration (inside a Pulumi program only)."""
+    import pulumi
+
+    gcp = pulumi.Config("gcp")
+    ours = pulumi.Config(NAMESPACE)
+    values: dict[str, Any] = {"gcp:project": gcp.get("project"), "gcp:region": gcp.get("region")}
+    for key in SECTIONS:
+        value = ours.get_object(key)
+        if value is not None:
+            values[f"{NAMESPACE}:{key}"] = value
+    return parse(values, pulumi.get_stack())

@@ -1,0 +1,168 @@
+"""Inference service: the Litestar service on Cloud Run v2, with canary traffic from config.
+
+Each revision is pinned to one model version (``MODEL_URI=models:/housing-price/<version>``,
+the bucket export as fallback) and named deterministically from its template, so traffic can
+name it in stack config and an unchanged template never churns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, cast
+
+import msgspec
+import pulumi
+import pulumi_gcp as gcp
+
+from infra import cloudrun, traffic
+from infra.options import child_options
+from infra.traffic import Release
+
+TYPE = "housing-mlops:index:InferenceService"
+SERVICE = "housing-api"
+MODEL_NAME = "housing-price"
+PORT = 8080
+
+
+class InferenceArgs(msgspec.Struct, frozen=True, kw_only=True):
+    project: str
+    region: str
+    release: Release
+    service_account: pulumi.Input[str]
+    bucket: pulumi.Input[str]
+    tracking_url: pulumi.Input[str] | None
+    public: bool = False
+    invokers: Mapping[str, pulumi.Input[str]] = {}
+    """Members allowed to call a private service, by a stable label."""
+    min_instances: int = 0
+    max_instances: int = 4
+    cpu: str = "1"
+    memory: str = "1Gi"
+    concurrency: int = 40
+    deletion_protection: bool = False
+
+
+def model_env(version: int, bucket: str, tracking_url: str | None) -> list[dict[str, Any]]:
+    envs = [
+        cloudrun.env("MODEL_URI", f"models:/{MODEL_NAME}/{version}"),
+        cloudrun.env(
+            "MODEL_FALLBACK_URI", f"gs://{bucket}/artifacts/models/{MODEL_NAME}/{version}"
+        ),
+    ]
+    if tracking_url:
+        envs += [
+            cloudrun.env("MLFLOW_TRACKING_URI", tracking_url),
+            cloudrun.env("MLFLOW_TRACKING_AUDIENCE", tracking_url),
+        ]
+    return envs
+
+
+def revision_template(
+    args: InferenceArgs, service_account: str, bucket: str, tracking_url: str | None
+) -> dict[str, Any]:
+    """The revision template with every value resolved, named by its own hash."""
+    release = args.release
+    template: dict[str, Any] = {
+        "service_account": service_account,
+        "scaling": {
+            "min_instance_count": args.min_instances,
+            "max_instance_count": args.max_instances,
+        },
+        "max_instance_request_concurrency": args.concurrency,
+        "timeout": "60s",
+        "containers": [
+            {
+                "image": release.image,
+                "ports": {"container_port": PORT},
+                "envs": [
+                    *model_env(release.model_version, bucket, tracking_url),
+                    cloudrun.env("HOST", "0.0.0.0"),
+                    cloudrun.env("DRAIN_SECONDS", "8"),
+                ],
+                "resources": cloudrun.resources(args.cpu, args.memory),
+                "startup_probe": cloudrun.http_probe("/ready", period=2, failures=60),
+                "liveness_probe": cloudrun.http_probe("/health", period=15, failures=3),
+            }
+        ],
+    }
+    template["revision"] = traffic.revision_name(SERVICE, release.model_version, template)
+    return template
+
+
+def traffic_args(release: Release, newest: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "type": "TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION",
+            "revision": target.revision,
+            "percent": target.percent,
+            "tag": target.tag,
+        }
+        for target in traffic.split(release, newest)
+    ]
+
+
+def live_and_canary(release: Release, newest: str) -> tuple[str, str]:
+    """The revision that serves users now, and the one on trial ("" when none is)."""
+    targets = traffic.split(release, newest)
+    if len(targets) == 1 or release.canary_percent == 100:
+        return newest, ""
+    return release.stable_revision, newest
+
+
+class InferenceService(pulumi.ComponentResource):
+    url: pulumi.Output[str]
+    newest_revision: pulumi.Output[str]
+    live_revision: pulumi.Output[str]
+    canary_revision: pulumi.Output[str]
+    tag_urls: pulumi.Output[dict[str, str]]
+
+    def __init__(self, name: str, args: InferenceArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__(TYPE, name, None, opts)
+        child = child_options(self, opts)
+        traffic.validate(args.release)
+        template: Any = pulumi.Output.all(
+            args.service_account, args.bucket, args.tracking_url
+        ).apply(lambda v: revision_template(args, v[0], v[1], v[2]))
+        self.newest_revision = template.apply(lambda t: str(t["revision"]))
+        self.service = gcp.cloudrunv2.Service(
+            f"{name}-service",
+            name=SERVICE,
+            project=args.project,
+            location=args.region,
+            ingress="INGRESS_TRAFFIC_ALL",
+            deletion_protection=args.deletion_protection,
+            invoker_iam_disabled=False,
+            scaling={"min_instance_count": 0},
+            template=template,
+            traffics=cast(Any, self.newest_revision.apply(lambda n: traffic_args(args.release, n))),
+            opts=pulumi.ResourceOptions.merge(
+                child, pulumi.ResourceOptions(ignore_changes=cloudrun.IGNORED_FIELDS)
+            ),
+        )
+        members: dict[str, pulumi.Input[str]] = dict(args.invokers)
+        if args.public:
+            members = {"public": "allUsers"}
+        for label, member in members.items():
+            gcp.cloudrunv2.ServiceIamMember(
+                f"{name}-invoker-{label}",
+                name=self.service.name,
+                project=args.project,
+                location=args.region,
+                role=cloudrun.INVOKER,
+                member=member,
+                opts=child,
+            )
+        pair = self.newest_revision.apply(lambda n: live_and_canary(args.release, n))
+        self.live_revision = pair.apply(lambda p: p[0])
+        self.canary_revision = pair.apply(lambda p: p[1])
+        self.url = self.service.uri
+        self.tag_urls = self.service.traffic_statuses.apply(
+            lambda statuses: {s.tag: s.uri for s in statuses or [] if s.tag and s.uri}
+        )
+        self.register_outputs(
+            {
+                "url": self.url,
+                "live_revision": self.live_revision,
+                "canary_revision": self.canary_revision,
+            }
+        )

@@ -1,0 +1,189 @@
+"""The whole platform, composed from the components: one function from config to exports.
+
+``infra/__main__.py`` runs it with the stack's config; ``infra/plan.py`` and the tests run it
+under Pulumi's mocks with a stack file's config.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pulumi
+
+from infra import apis
+from infra.config import StackConfig
+from infra.database import Database, DatabaseArgs
+from infra.identity import Identity, IdentityArgs
+from infra.inference import InferenceArgs, InferenceService
+from infra.jobs import PipelineJobs, PipelineJobsArgs
+from infra.registry import Registry, RegistryArgs
+from infra.storage import Storage, StorageArgs
+from infra.tracking import Tracking, TrackingArgs
+from infra.ui import UI, UIArgs
+
+
+def _label(member: str) -> str:
+    """A resource-name suffix for a config member: ``user:ada@x.com`` → ``user-ada-x-com``."""
+    return re.sub(r"[^a-z0-9]+", "-", member.lower()).strip("-")
+
+
+def build(config: StackConfig) -> dict[str, Any]:
+    """Declare every resource of the stack; returns the stack's exports."""
+    project, region, prod = config.project, config.region, config.production
+    enabled = apis.enable(project)
+    after_apis = pulumi.ResourceOptions(depends_on=enabled)
+
+    identity = Identity(
+        "identity",
+        IdentityArgs(project=project, github_repository=config.github.repository),
+        opts=after_apis,
+    )
+    storage = Storage("data", StorageArgs(location=region, force_destroy=not prod))
+    registry = Registry(
+        "images",
+        RegistryArgs(project=project, location=region, keep_images=config.registry_keep_images),
+        opts=after_apis,
+    )
+    database = Database(
+        "db",
+        DatabaseArgs(
+            project=project,
+            region=region,
+            production=prod,
+            deletion_protection=config.database.deletion_protection,
+            tier=config.database.tier,
+        ),
+        opts=after_apis,
+    )
+    storage.grant("pipeline-objects", "roles/storage.objectAdmin", identity.member("pipeline"))
+    storage.grant("mlflow-objects", "roles/storage.objectAdmin", identity.member("mlflow"))
+    storage.grant("api-objects", "roles/storage.objectViewer", identity.member("api"))
+    database.grant_password("pipeline", identity.member("pipeline"))
+    database.grant_password("mlflow", identity.member("mlflow"))
+
+    exports: dict[str, Any] = {
+        "bucket": storage.bucket_name,
+        "registry": registry.path,
+        "database_connection": database.connection_name,
+    }
+    if identity.workload_identity_provider is not None and identity.ci is not None:
+        exports["workload_identity_provider"] = identity.workload_identity_provider
+        exports["ci_service_account"] = identity.ci.email
+
+    tracking_url: pulumi.Output[str] | None = None
+    if config.images.mlflow:
+        members: dict[str, pulumi.Input[str]] = {
+            "pipeline": identity.member("pipeline"),
+            "api": identity.member("api"),
+        }
+        if identity.ci is not None:
+            members["ci"] = identity.ci.member
+        members |= {_label(m): m for m in config.tracking.invokers}
+        tracking = Tracking(
+            "tracking",
+            TrackingArgs(
+                project=project,
+                region=region,
+                image=config.images.mlflow,
+                service_account=identity.email("mlflow"),
+                connection_name=database.connection_name,
+                password_secret=database.password_secret_id,
+                bucket=storage.bucket_name,
+                invokers=members,
+                workers=config.tracking.workers,
+                cpu=config.tracking.cpu,
+                memory=config.tracking.memory,
+                max_instances=config.tracking.max_instances,
+                deletion_protection=prod,
+            ),
+            opts=after_apis,
+        )
+        tracking_url = tracking.url
+        exports["mlflow_url"] = tracking_url
+
+    if config.images.pipeline:
+        p = config.pipeline
+        PipelineJobs(
+            "jobs",
+            PipelineJobsArgs(
+                project=project,
+                region=region,
+                image=config.images.pipeline,
+                service_account=identity.email("pipeline"),
+                service_account_member=identity.member("pipeline"),
+                connection_name=database.connection_name,
+                password_secret=database.password_secret_id,
+                bucket=storage.bucket_name,
+                tracking_url=tracking_url,
+                tune_tasks=p.tune_tasks,
+                tune_parallelism=p.tune_parallelism,
+                cpu=p.cpu,
+                memory=p.memory,
+                timeout=p.timeout,
+                schedule=p.schedule,
+                time_zone=p.time_zone,
+                wandb_secret=p.wandb_secret,
+                deletion_protection=prod,
+                runners=tuple(identity.platform_members()),
+            ),
+            opts=after_apis,
+        )
+
+    if config.release is not None:
+        s = config.service
+        invokers: dict[str, pulumi.Input[str]] = {}
+        if config.ui.enabled:
+            invokers["ui"] = identity.member("ui")
+        if identity.ci is not None:
+            invokers["ci"] = identity.ci.member
+        api = InferenceService(
+            "api",
+            InferenceArgs(
+                project=project,
+                region=region,
+                release=config.release,
+                service_account=identity.email("api"),
+                bucket=storage.bucket_name,
+                tracking_url=tracking_url,
+                public=s.public,
+                invokers=invokers,
+                min_instances=s.min_instances,
+                max_instances=s.max_instances,
+                cpu=s.cpu,
+                memory=s.memory,
+                concurrency=s.concurrency,
+                deletion_protection=prod,
+            ),
+            opts=after_apis,
+        )
+        exports |= {
+            "service_url": api.url,
+            "live_revision": api.live_revision,
+            "canary_revision": api.canary_revision,
+            "tag_urls": api.tag_urls,
+        }
+        if config.ui.enabled:
+            ui = UI(
+                "ui",
+                UIArgs(
+                    project=project,
+                    region=region,
+                    image=config.images.ui,
+                    service_account=identity.email("ui"),
+                    api_url=api.url,
+                    public=config.ui.public,
+                    max_instances=config.ui.max_instances,
+                    deletion_protection=prod,
+                ),
+                opts=after_apis,
+            )
+            exports["ui_url"] = ui.url
+    return exports
+
+
+def main() -> None:
+    from infra.config import from_pulumi
+
+    for key, value in build(from_pulumi()).items():
+        pulumi.export(key, value)

@@ -1,0 +1,79 @@
+"""UI: the Streamlit app on Cloud Run, calling the inference service with an ID token."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import pulumi
+import pulumi_gcp as gcp
+
+from infra import cloudrun
+from infra.options import child_options
+
+TYPE = "housing-mlops:index:UI"
+SERVICE = "housing-ui"
+PORT = 8080
+
+
+class UIArgs(msgspec.Struct, frozen=True, kw_only=True):
+    project: str
+    region: str
+    image: str
+    service_account: pulumi.Input[str]
+    api_url: pulumi.Input[str]
+    public: bool = False
+    max_instances: int = 2
+    deletion_protection: bool = False
+
+
+class UI(pulumi.ComponentResource):
+    url: pulumi.Output[str]
+
+    def __init__(self, name: str, args: UIArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__(TYPE, name, None, opts)
+        child = child_options(self, opts)
+        template: Any = {
+            "service_account": args.service_account,
+            "scaling": {"min_instance_count": 0, "max_instance_count": args.max_instances},
+            # Streamlit keeps one websocket per browser session: session affinity.
+            "session_affinity": True,
+            "containers": [
+                {
+                    "image": args.image,
+                    "ports": {"container_port": PORT},
+                    "envs": [
+                        cloudrun.env("API_URL", args.api_url),
+                        cloudrun.env("API_AUDIENCE", args.api_url),
+                    ],
+                    "resources": cloudrun.resources("1", "1Gi"),
+                    "startup_probe": cloudrun.http_probe("/_stcore/health", period=2, failures=30),
+                }
+            ],
+        }
+        self.service = gcp.cloudrunv2.Service(
+            f"{name}-service",
+            name=SERVICE,
+            project=args.project,
+            location=args.region,
+            ingress="INGRESS_TRAFFIC_ALL",
+            deletion_protection=args.deletion_protection,
+            invoker_iam_disabled=False,
+            scaling={"min_instance_count": 0},
+            template=template,
+            opts=pulumi.ResourceOptions.merge(
+                child, pulumi.ResourceOptions(ignore_changes=cloudrun.IGNORED_FIELDS)
+            ),
+        )
+        if args.public:
+            gcp.cloudrunv2.ServiceIamMember(
+                f"{name}-invoker-public",
+                name=self.service.name,
+                project=args.project,
+                location=args.region,
+                role=cloudrun.INVOKER,
+                member="allUsers",
+                opts=child,
+            )
+        self.url = self.service.uri
+        self.register_outputs({"url": self.url})

@@ -1,0 +1,113 @@
+"""`nox -s plan` and the canary/promote/rollback sessions' edit-only path, without the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from infra import cli
+from infra.plan import read_stack_config
+from tests.infra.conftest import ROOT, STACKS
+
+
+def run_module(*args: str, path: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    if path is not None:
+        env["PATH"] = path
+    return subprocess.run(
+        [sys.executable, "-m", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_plan_lists_every_resource_and_writes_json(stack, tmp_path):
+    out = tmp_path / "plan.json"
+    done = run_module("infra.plan", stack, "--json", str(out))
+    assert done.returncode == 0, done.stderr
+    plan = json.loads(out.read_text())
+    assert plan["stack"] == stack
+    types = {r["type"] for r in plan["resources"]}
+    assert {"gcp:storage/bucket:Bucket", "gcp:cloudrunv2/service:Service"} <= types
+    assert all(set(r) == {"type", "name", "inputs"} for r in plan["resources"])
+    for r in plan["resources"]:
+        assert f"+ {r['type']}  {r['name']}" in done.stdout
+    assert f"{len(plan['resources'])} resources for stack {stack}" in done.stdout
+    assert "x" * 32 not in out.read_text() + done.stdout, "the password never shows"
+    assert '"[secret]"' in out.read_text()
+
+
+def test_plan_names_a_wrong_key(tmp_path):
+    done = run_module("infra.plan", "staging")
+    assert done.returncode == 1
+    assert (
+        done.stderr.strip()
+        == "plan: Pulumi.staging.yaml not found: create it with `pulumi stack init`"
+    )
+
+
+@pytest.fixture
+def stacks(tmp_path):
+    for stack in STACKS:
+        shutil.copy(ROOT / f"Pulumi.{stack}.yaml", tmp_path)
+    return tmp_path
+
+
+def comments(text: str) -> list[str]:
+    return [line for line in text.splitlines() if "#" in line]
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_canary_promote_rollback_edit_only_the_release(stack, stacks, capsys):
+    path = stacks / f"Pulumi.{stack}.yaml"
+    original = path.read_text()
+    live = "housing-api-m1-0123abcd"
+    args = ["canary", stack, "--model-version", "2", "--percent", "10", "--no-up"]
+    assert cli.main([*args, "--stable-revision", live], root=stacks) == 0
+    canaried = path.read_text()
+    changed = [line for line in canaried.splitlines() if line not in original.splitlines()]
+    assert changed == [
+        "    modelVersion: 2",
+        "    canaryPercent: 10",
+        f'    stableRevision: "{live}"',
+    ]
+    assert comments(original) == comments(canaried)
+    assert "+    canaryPercent: 10" in capsys.readouterr().out, "the diff is shown"
+
+    assert cli.main(["rollback", stack, "--no-up"], root=stacks) == 0
+    assert read_stack_config(path).release.canary_percent == 0
+    assert cli.main(["promote", stack, "--no-up"], root=stacks) == 0
+    promoted = read_stack_config(path).release
+    assert (promoted.canary_percent, promoted.model_version, promoted.stable_revision) == (
+        100,
+        2,
+        live,
+    )
+
+
+def test_a_refused_edit_leaves_the_file_as_it_was(stacks, capsys):
+    path = stacks / "Pulumi.prod.yaml"
+    before = path.read_text()
+    args = ["canary", "prod", "--model-version", "2", "--percent", "120", "--no-up"]
+    assert cli.main([*args, "--stable-revision", "r"], root=stacks) == 1
+    assert path.read_text() == before
+    assert "canaryPercent must be between 0 and 100, got 120" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(shutil.which("pulumi") is not None, reason="needs a machine without Pulumi")
+def test_without_the_pulumi_cli_each_session_says_how_to_install_it(stacks):
+    for args in (
+        ["preview", "dev"],
+        ["up", "dev"],
+        ["canary", "dev", "--model-version", "2", "--percent", "10", "--no-up"],
+    ):
+        done = run_module("infra.cli", *args, path=str(Path(sys.executable).parent))
+        assert done.returncode == 1
+        (line,) = done.stderr.strip().splitlines()
+        assert "curl -fsSL https://get.pulumi.com | sh" in line
