@@ -89,3 +89,41 @@ def test_a_plaintext_secret_env_var_is_refused(deployed, name):
     job = program_resource(deployed, rules.RUN_JOB, "housing-pipeline")
     job["template"]["template"]["containers"][0]["envs"].append({"name": name, "value": "x"})
     assert list(rules.violations(rules.RUN_JOB, job)) == ["no-plaintext-secrets"]
+
+
+def test_the_pack_serves_every_rule_and_rejects_a_broken_resource():
+    """The pack as Pulumi runs it: a gRPC analyzer on loopback, asked as the engine asks."""
+    import subprocess
+    import sys
+
+    import grpc
+    from google.protobuf import empty_pb2, struct_pb2
+    from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc
+
+    from tests.infra.conftest import ROOT
+
+    pack = subprocess.Popen(
+        [sys.executable, str(ROOT / "infra" / "policy" / "__main__.py")],
+        stdout=subprocess.PIPE,
+        cwd=ROOT / "infra" / "policy",
+    )
+    try:
+        port = int(pack.stdout.readline())
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            analyzer = analyzer_pb2_grpc.AnalyzerStub(channel)
+            info = analyzer.GetAnalyzerInfo(empty_pb2.Empty(), timeout=30)
+            assert {p.name for p in info.policies} == set(rules.RULES)
+            props = struct_pb2.Struct()
+            props.update({"publicAccessPrevention": "inherited", "uniformBucketLevelAccess": True})
+            request = analyzer_pb2.AnalyzeRequest(
+                type=rules.BUCKET,
+                properties=props,
+                urn="urn:pulumi:dev::housing-mlops::gcp:storage/bucket:Bucket::data-bucket",
+                name="data-bucket",
+            )
+            found = analyzer.Analyze(request, timeout=30).diagnostics
+        assert [d.policyName for d in found] == ["bucket-private"]
+        assert found[0].enforcementLevel == analyzer_pb2.MANDATORY
+    finally:
+        pack.kill()
+        pack.wait()
