@@ -109,3 +109,14 @@ def test_nox_and_the_infra_cli_give_the_same_install_hint():
         and any(isinstance(t, ast.Name) and t.id == "PULUMI_HINT" for t in node.targets)
     ]
     assert hints == [INSTALL_HINT]
+
+
+def test_a_plain_uv_sync_as_pulumi_runs_it_installs_the_programs_group():
+    import tomllib
+
+    pulumi_yaml = (ROOT / "Pulumi.yaml").read_text()
+    assert "toolchain: uv" in pulumi_yaml
+    assert "main: infra/" in pulumi_yaml
+    assert (ROOT / "infra" / "__main__.py").is_file()
+    uv = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["uv"]
+    assert uv["default-groups"] == ["infra"]
