@@ -80,6 +80,16 @@ def ui(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def mlflow(session: nox.Session) -> None:
+    """MLflow on 127.0.0.1:5000 over the pipeline's local store: `nox -s mlflow -- [--postgres]
+    [--port N]` (--postgres: a throwaway PostgreSQL cluster, the stand-in for Cloud SQL)."""
+    install(session, "mlflow")
+    session.run(
+        "python", "-m", "pipeline.tracking_server", "--local", *session.posargs, env=offline_env()
+    )
+
+
+@nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """The test suite: `nox -s tests -- [pytest options]`."""
     install(session, "dev")

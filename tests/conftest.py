@@ -3,7 +3,9 @@ nothing here can reach Google's metadata server, telemetry endpoints or W&B's cl
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 
 os.environ.update(
     {
@@ -21,29 +23,21 @@ os.environ.pop("WANDB_API_KEY", None)
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 os.environ.pop("GOOGLE_APPLICATION_CREDENTIALS", None)
 
-import functools
-import pwd
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import pytest
 
+from pipeline import local_postgres
 from pipeline.settings import IngestConfig
 from pipeline.steps import ingest
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+free_port = local_postgres.free_port
 
 
 def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
@@ -58,7 +52,9 @@ def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.
     raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
+def stop(proc: subprocess.Popen[bytes], group: bool = False) -> None:
+    """SIGTERM, then SIGKILL after 10 s; with ``group`` (a process started in its own session,
+    a server that forks workers) the whole group is killed after, so no child outlives it."""
     if proc.poll() is None:
         proc.terminate()
         try:
@@ -66,6 +62,9 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+    if group:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
 
 
 @pytest.fixture(autouse=True)
@@ -118,46 +117,17 @@ def gcs_client() -> Iterator[object]:
         stop(proc)
 
 
-def _pg_owner() -> dict[str, Any]:
-    """initdb refuses to run as root: as root, run the server as an unprivileged account."""
-    if os.geteuid() != 0:
-        return {}
-    for name in ("postgres", "nobody"):
-        try:
-            pw = pwd.getpwnam(name)
-        except KeyError:
-            continue
-        return {"user": pw.pw_uid, "group": pw.pw_gid}
-    pytest.fail("running as root with no 'postgres' or 'nobody' account to own PostgreSQL")
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """One throwaway PostgreSQL cluster for the session: ``…@127.0.0.1:<port>``."""
+    try:
+        with local_postgres.cluster(("mlflow", "optuna")) as base:
+            yield base
+    except local_postgres.PostgresUnavailableError as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A throwaway PostgreSQL cluster (initdb + pg_ctl) on a free loopback port."""
-    for tool in ("initdb", "pg_ctl"):
-        if shutil.which(tool) is None:
-            pytest.fail(f"{tool} is not on PATH: install PostgreSQL server binaries (v15+)")
-    owner = _pg_owner()
-    root = Path(tempfile.mkdtemp(prefix="housing-pg-"))
-    if owner:
-        os.chown(root, owner["user"], owner["group"])
-    data = root / "data"
-    user = "housing"
-    env = {**os.environ, "LC_ALL": "C"}
-    run = functools.partial(subprocess.run, capture_output=True, env=env, cwd=root, **owner)
-    run(["initdb", "-D", str(data), "-U", user, "--auth=trust", "-E", "UTF8"], check=True)
-    port = free_port()
-    opts = f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={root}"
-    run(["pg_ctl", "-D", str(data), "-o", opts, "-l", str(root / "log"), "-w", "start"], check=True)
-    try:
-        import psycopg2
-
-        conn = psycopg2.connect(host="127.0.0.1", port=port, user=user, dbname="postgres")
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute("CREATE DATABASE optuna")
-        conn.close()
-        yield f"postgresql+psycopg2://{user}@127.0.0.1:{port}/optuna"
-    finally:
-        run(["pg_ctl", "-D", str(data), "-m", "fast", "-w", "stop"], check=False)
-        shutil.rmtree(root, ignore_errors=True)
+def postgres_url(postgres_server: str) -> str:
+    """The ``optuna`` database of the throwaway cluster."""
+    return f"{postgres_server}/optuna"

@@ -10,7 +10,24 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCKERFILES = sorted(ROOT.glob("*/Dockerfile"))
+DOCKERFILES = sorted([*ROOT.glob("*/Dockerfile"), *ROOT.glob("*/*.Dockerfile")])
+#: Image → its dependency group, and whether it is a server (needs a HEALTHCHECK).
+IMAGES = {
+    "pipeline/Dockerfile": ("pipeline", False),
+    "pipeline/mlflow.Dockerfile": ("mlflow", True),
+    "service/Dockerfile": ("service", True),
+    "ui/Dockerfile": ("ui", True),
+}
+
+
+def image_id(path: Path) -> str:
+    return str(path.relative_to(ROOT))
+
+
+def entry_module(text: str) -> str | None:
+    """The module an image runs (`python -m X` in ENTRYPOINT or CMD), if any."""
+    found = re.search(r'^(?:ENTRYPOINT|CMD) \["python", "-m", "([\w.]+)"', text, re.M)
+    return found.group(1) if found else None
 
 
 def nox_sessions() -> set[str]:
@@ -63,28 +80,38 @@ def test_ci_runs_the_readme_test_command():
     assert "nox -s tests" in (ROOT / "README.md").read_text()
 
 
-@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.parent.name)
+def test_every_image_is_known():
+    assert sorted(image_id(p) for p in DOCKERFILES) == sorted(IMAGES)
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=image_id)
 def test_dockerfile_copies_real_files_and_runs_a_real_module(dockerfile):
     text = dockerfile.read_text()
+    group, server = IMAGES[image_id(dockerfile)]
     for line in text.splitlines():
         if line.startswith("COPY") and "--from=" not in line:
-            sources = line.split()[1:-1]
-            for source in sources:
+            for source in line.split()[1:-1]:
                 assert (ROOT / source).exists(), f"{dockerfile}: COPY {source} does not exist"
+    assert re.search(r"^FROM python:3\.11\.\d+-slim-bookworm", text, re.M), "pinned slim base"
     assert "USER app" in text
-    assert "HEALTHCHECK" in text
-    groups = re.findall(r"--group (\w+)", text)
-    assert groups
-    assert set(groups) == {dockerfile.parent.name}, "an image carries only its own part's group"
-    cmd = re.search(r"^CMD (.+)$", text, re.M)
-    assert cmd
-    if "-m" in cmd.group(1):
-        module = re.search(r'"-m", "([\w.]+)"', cmd.group(1))
-        assert module
-        assert (ROOT / module.group(1).replace(".", "/") / "__main__.py").is_file()
-    else:
-        assert "streamlit run app.py" in cmd.group(1)
+    assert ("HEALTHCHECK" in text) is server
+    assert set(re.findall(r"--group (\w+)", text)) == {group}, "only its own group"
+    for instruction in re.findall(r"^(?:CMD|ENTRYPOINT) (.+)$", text, re.M):
+        assert instruction.startswith("["), "exec form, so signals reach the process"
+    module = entry_module(text)
+    if module is None:
+        assert "streamlit run app.py" in text
         assert "COPY ui/app.py /home/app/app.py" in text
+    else:
+        path = ROOT / module.replace(".", "/")
+        assert (path / "__main__.py").is_file() or path.with_suffix(".py").is_file()
+    if server:
+        assert "PORT" in text
+
+
+def test_dockerignore_keeps_data_venvs_and_reports_out():
+    ignored = set((ROOT / ".dockerignore").read_text().split())
+    assert {".venv", ".nox", ".housing-mlops", "tests", "*.parquet", "*.db", "wandb"} <= ignored
 
 
 def test_service_dependency_group_is_lean():

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 
+from pipeline.id_token import GoogleIdToken
 from ui.settings import UISettings
 
 #: Statuses worth retrying: the service is starting, overloaded or being replaced.
@@ -17,29 +17,6 @@ RETRY_STATUSES = frozenset({502, 503, 504})
 
 class ServiceUnavailableError(RuntimeError):
     """The service did not answer; the message is the one line the page shows."""
-
-
-class GoogleIdToken:
-    """ID tokens for Cloud Run IAM from google-auth, refreshed five minutes before expiry."""
-
-    def __init__(self, audience: str, refresh_margin: timedelta = timedelta(minutes=5)):
-        self.audience = audience
-        self.refresh_margin = refresh_margin
-        self._credentials: Any = None
-
-    def __call__(self) -> str:
-        import google.auth.transport.requests
-        from google.oauth2 import id_token
-
-        request = google.auth.transport.requests.Request()
-        if self._credentials is None:
-            self._credentials = id_token.fetch_id_token_credentials(self.audience, request=request)
-        creds = self._credentials
-        expiry = getattr(creds, "expiry", None)
-        soon = datetime.now(UTC).replace(tzinfo=None) + self.refresh_margin
-        if not creds.valid or expiry is None or expiry <= soon:
-            creds.refresh(request)
-        return str(creds.token)
 
 
 class ServiceClient:

@@ -20,10 +20,10 @@ import msgspec
 import numpy as np
 import optuna
 import pandas as pd
-import sqlalchemy.engine
 
 from pipeline import catalog
 from pipeline.cv import iter_fold_scores, xy
+from pipeline.database import with_password
 from pipeline.model import FAMILIES, FeatureSpec, build_model
 from pipeline.settings import Settings, TuneConfig
 from pipeline.steps.features import load_spec
@@ -183,16 +183,6 @@ class TrialLogger:
             self._client.log_metric(run.info.run_id, key, value)
         status = "FINISHED" if trial.state == optuna.trial.TrialState.COMPLETE else "KILLED"
         self._client.set_terminated(run.info.run_id, status)
-
-
-def with_password(url: str, password: str) -> str:
-    """The URL with the password added when it names a user but carries none."""
-    if not password:
-        return url
-    parsed = sqlalchemy.engine.make_url(url)
-    if parsed.username is None or parsed.password is not None:
-        return url
-    return parsed.set(password=password).render_as_string(hide_password=False)
 
 
 def storage_url(settings: Settings) -> str | None:

@@ -57,34 +57,49 @@ class Service:
 
 
 @contextlib.contextmanager
-def run_service(env: dict[str, str], log: Path, ready: bool = True) -> Iterator[Service]:
+def run_server(
+    module: str, env: dict[str, str], log: Path, ready_path: str, timeout: float = 90
+) -> Iterator[Service]:
+    """``python -m <module>`` on a free loopback port (the image's CMD, outside Docker), until
+    ``ready_path`` answers 200; always stopped."""
     port = free_port()
-    # mlflow.set_tracking_uri in this process exports MLFLOW_TRACKING_URI; the service must
+    # mlflow.set_tracking_uri in this process exports MLFLOW_TRACKING_URI; the server must
     # see only what the test gives it.
     inherited = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     full_env = {**inherited, **env, "PORT": str(port), "HOST": "127.0.0.1"}
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "service"], env=full_env, stdout=out, stderr=subprocess.STDOUT
+            [sys.executable, "-m", module],
+            env=full_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
-    service = Service(proc, f"http://127.0.0.1:{port}", log)
+    server = Service(proc, f"http://127.0.0.1:{port}", log)
     try:
-        deadline = time.monotonic() + 90
-        path = "/ready" if ready else "/health"
+        deadline = time.monotonic() + timeout
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"service exited early:\n{log.read_text()[-3000:]}")
+                raise RuntimeError(f"{module} exited early:\n{log.read_text()[-3000:]}")
             try:
-                if httpx.get(service.url + path, timeout=2).status_code == 200:
+                if httpx.get(server.url + ready_path, timeout=2).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
-                raise TimeoutError(f"service not {path} after 90 s:\n{log.read_text()[-3000:]}")
+                raise TimeoutError(
+                    f"{module} not ready after {timeout} s:\n{log.read_text()[-3000:]}"
+                )
             time.sleep(0.2)
-        yield service
+        yield server
     finally:
-        stop(proc)
+        stop(proc, group=True)
+
+
+def run_service(
+    env: dict[str, str], log: Path, ready: bool = True
+) -> contextlib.AbstractContextManager[Service]:
+    return run_server("service", env, log, "/ready" if ready else "/health")
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@ import collections
 import optuna
 import sqlalchemy.engine
 
+from pipeline.database import with_password
 from pipeline.model import FeatureSpec
 from pipeline.settings import load_settings
 from pipeline.steps import tune
@@ -77,5 +78,5 @@ def test_the_database_password_joins_the_storage_url_only_at_connect_time(tmp_pa
     url = tune.storage_url(settings)
     assert sqlalchemy.engine.make_url(url).password == secret
     tune.create_study(settings, url, "random_forest", "with-password")  # a real connection
-    assert tune.with_password(url, "other") == url, "an explicit password is kept"
-    assert tune.with_password("sqlite:///x.db", secret) == "sqlite:///x.db"
+    assert with_password(url, "other") == url, "an explicit password is kept"
+    assert with_password("sqlite:///x.db", secret) == "sqlite:///x.db"
