@@ -90,6 +90,14 @@ def mlflow(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def stack(session: nox.Session) -> None:
+    """MLflow, a model, the service and the UI on loopback: `nox -s stack -- [--mlflow-port N]
+    [--api-port N] [--ui-port N] [pipeline run options]`; Ctrl-C stops all three."""
+    install(session, "pipeline", "service", "ui", "mlflow")
+    session.run("python", "-m", "infra.local_stack", *session.posargs, env=offline_env())
+
+
+@nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """The test suite: `nox -s tests -- [pytest options]`."""
     install(session, "dev")
