@@ -1,4 +1,4 @@
-"""Command line: ``python -m pipeline run|promote|steps``."""
+"""Command line: ``python -m pipeline run|promote|report|steps``."""
 
 from __future__ import annotations
 
@@ -31,6 +31,9 @@ def _parser() -> argparse.ArgumentParser:
     promote = sub.add_parser("promote", help="make a registered version the champion")
     promote.add_argument("--config", help="TOML file of settings")
     promote.add_argument("--version", help="model version (default: the current challenger)")
+
+    report = sub.add_parser("report", help="the challenger's test metrics against the champion")
+    report.add_argument("--config", help="TOML file of settings")
 
     sub.add_parser("steps", help="list the steps with what each reads and writes")
     return parser
@@ -81,6 +84,26 @@ def _promote(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from pipeline import registry
+    from pipeline.report import comparison
+    from pipeline.tracking import configure_mlflow
+
+    settings = _settings(args)
+    configure_mlflow(settings)
+    reg = registry.Registry(settings.register.model_name)
+    found = {
+        alias: registry.version_metadata(reg, str(v.version))
+        for alias in (registry.CHALLENGER, registry.CHAMPION)
+        if (v := reg.version_by_alias(alias)) is not None
+    }
+    if registry.CHALLENGER not in found:
+        print(f"error: no @{registry.CHALLENGER} version of {reg.name}", file=sys.stderr)
+        return 1
+    print(comparison(found[registry.CHALLENGER], found.get(registry.CHAMPION)))
+    return 0
+
+
 def _steps() -> int:
     for spec in catalog.CATALOG:
         print(f"{spec.name:<9} reads: {', '.join(spec.inputs) or '-'}")
@@ -98,6 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args)
         if args.command == "promote":
             return _promote(args)
+        if args.command == "report":
+            return _report(args)
         return _steps()
     except (PipelineError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
