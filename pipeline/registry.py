@@ -8,6 +8,7 @@ package is installed: ``mlflow.pyfunc.load_model("models:/housing-price@champion
 from __future__ import annotations
 
 import contextlib
+import logging
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -20,6 +21,8 @@ import pandas as pd
 
 from pipeline.metrics import regression_metrics
 from pipeline.storage import to_json
+
+log = logging.getLogger("pipeline.registry")
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -103,8 +106,12 @@ class Registry:
         self.name = name
         self.client = MlflowClient()
 
-    def log_model(self, model: Any, example: pd.DataFrame) -> str:
-        """Log the fitted pipeline in the active run; returns its model URI."""
+    def log_model(
+        self, model: Any, example: pd.DataFrame, check: pd.DataFrame | None = None
+    ) -> tuple[str, str]:
+        """Log the fitted pipeline in the active run, and its fast form beside it when that
+        agrees with it on ``check`` (default: the example); returns the model URI and what
+        became of the fast form (a version tag)."""
         import mlflow
         from mlflow.models import infer_signature
 
@@ -118,7 +125,28 @@ class Registry:
             serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS,
             skops_trusted_types=trusted_types(model),
         )
-        return str(info.model_uri)
+        fast = self.log_fast_form(model, info.model_id, example if check is None else check)
+        return str(info.model_uri), fast
+
+    def log_fast_form(self, model: Any, model_id: str, rows: pd.DataFrame) -> str:
+        """The ONNX form as an artifact of the same logged model (so the registered version
+        carries both), only when it agrees with scikit-learn on ``rows``."""
+        from pipeline import fast_model
+
+        try:
+            onnx_bytes = fast_model.to_onnx(model)
+        except fast_model.NotConvertibleError as exc:
+            log.warning("no fast form: %s", exc)
+            return f"none: {exc}"[:250]
+        diff = fast_model.agreement(model, fast_model.session(onnx_bytes), rows)
+        if not diff <= fast_model.TOLERANCE:
+            log.warning("fast form disagrees with scikit-learn by %.3g; not logged", diff)
+            return f"none: differs from scikit-learn by {diff:.2g} on {len(rows)} rows"
+        with tempfile.TemporaryDirectory(prefix="housing-onnx-") as tmp:
+            path = Path(tmp) / fast_model.FILENAME
+            path.write_bytes(onnx_bytes)
+            self.client.log_model_artifact(model_id, str(path))
+        return f"onnx: max relative difference {diff:.1e} on {len(rows)} rows"
 
     def register(self, model_uri: str, tags: dict[str, str]) -> str:
         import mlflow

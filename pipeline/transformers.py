@@ -21,7 +21,6 @@ from sklearn.cluster import KMeans
 from sklearn.impute import KNNImputer
 from sklearn.metrics.pairwise import rbf_kernel
 from sklearn.model_selection import KFold
-from sklearn.neighbors import KNeighborsRegressor
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 #: Per-household ratios of block-group totals: (numerator, denominator, name).
@@ -71,11 +70,16 @@ class ClusterSimilarity(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
 
 
 class NeighborTargetEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
-    """Distance-weighted mean target of the nearest training points, one column.
+    """Distance-weighted mean target of the nearest training places, one column.
+
+    Rows sharing coordinates (block groups often do) are one place with their mean target, and
+    every place as near as the k-th nearest counts: on a coordinate grid, ties at the k-th
+    distance are common, and no storage order may decide them (nor could a compiled form
+    reproduce it). A place at distance zero takes all the weight.
 
     Like scikit-learn's ``TargetEncoder``, ``fit_transform`` is cross-fitted: each training row
-    is encoded by a model that never saw it, so the downstream model can't learn from leakage.
-    ``transform`` on new rows uses all training points.
+    is encoded by places that never saw it, so the downstream model can't learn from leakage.
+    ``transform`` on new rows uses all training places.
     """
 
     def __init__(self, n_neighbors: int = 8, cv: int = 5, random_state: int | None = 0):
@@ -83,8 +87,37 @@ class NeighborTargetEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, B
         self.cv = cv
         self.random_state = random_state
 
-    def _knn(self) -> KNeighborsRegressor:
-        return KNeighborsRegressor(n_neighbors=self.n_neighbors, weights="distance")
+    @staticmethod
+    def places(
+        X: NDArray[np.float64], y: NDArray[np.float64]
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """Distinct coordinates and the mean target at each."""
+        places, which = np.unique(X, axis=0, return_inverse=True)
+        which = which.reshape(-1)
+        return places, np.bincount(which, weights=y) / np.bincount(which)
+
+    @staticmethod
+    def encode(
+        X: NDArray[np.float64],
+        places: NDArray[np.float64],
+        targets: NDArray[np.float64],
+        k: int,
+        chunk: int = 256,
+    ) -> NDArray[np.float64]:
+        k = min(k, len(places))
+        out = np.empty(len(X))
+        for start in range(0, len(X), chunk):
+            rows = X[start : start + chunk]
+            diff = rows[:, None, :] - places[None, :, :]
+            d2 = (diff * diff).sum(axis=2)
+            kth = np.partition(d2, k - 1, axis=1)[:, k - 1 : k]
+            near = d2 <= kth
+            exact = near & (d2 == 0)
+            with np.errstate(divide="ignore"):
+                weights = np.where(near, 1.0 / np.sqrt(d2), 0.0)
+            weights = np.where(exact.any(axis=1, keepdims=True), exact * 1.0, weights)
+            out[start : start + chunk] = (weights * targets).sum(axis=1) / weights.sum(axis=1)
+        return out
 
     def fit(self, X: ArrayLike, y: ArrayLike):
         X_arr, y_arr = validate_data(self, X, y, y_numeric=True)
@@ -95,7 +128,9 @@ class NeighborTargetEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, B
             raise ValueError(
                 f"n_samples = {n_samples} is fewer than n_neighbors = {self.n_neighbors}"
             )
-        self.knn_ = self._knn().fit(X_arr, y_arr)
+        self.places_, self.place_targets_ = self.places(
+            np.asarray(X_arr, dtype=float), np.asarray(y_arr, dtype=float)
+        )
         self._n_features_out = 1
         return self
 
@@ -104,20 +139,22 @@ class NeighborTargetEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, B
             raise ValueError("NeighborTargetEncoder needs y to fit")
         self.fit(X, y)
         X_arr, y_arr = validate_data(self, X, y, y_numeric=True, reset=False)
-        out = np.empty(X_arr.shape[0])
+        X_arr, y_arr = np.asarray(X_arr, dtype=float), np.asarray(y_arr, dtype=float)
         n_splits = min(self.cv, X_arr.shape[0] // self.n_neighbors)
         if n_splits < 2:
             return self.transform(X_arr)
+        out = np.empty(X_arr.shape[0])
         folds = KFold(n_splits, shuffle=True, random_state=self.random_state)
         for train_idx, held_idx in folds.split(X_arr):
-            knn = self._knn().fit(X_arr[train_idx], y_arr[train_idx])
-            out[held_idx] = knn.predict(X_arr[held_idx])
+            places, targets = self.places(X_arr[train_idx], y_arr[train_idx])
+            out[held_idx] = self.encode(X_arr[held_idx], places, targets, self.n_neighbors)
         return out.reshape(-1, 1)
 
     def transform(self, X: ArrayLike) -> NDArray[np.float64]:
         check_is_fitted(self)
-        X = validate_data(self, X, reset=False)
-        return np.asarray(self.knn_.predict(X), dtype=float).reshape(-1, 1)
+        X_arr = np.asarray(validate_data(self, X, reset=False), dtype=float)
+        encoded = self.encode(X_arr, self.places_, self.place_targets_, self.n_neighbors)
+        return encoded.reshape(-1, 1)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

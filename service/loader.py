@@ -34,6 +34,27 @@ class Loaded(msgspec.Struct):
     model: Any
     meta: ModelMeta
     seconds: float
+    fast: bytes | None = None
+    """The ONNX form logged beside the sklearn model, if the registry has one."""
+    example: Any = None
+    """The input example logged with the model (a DataFrame), for the agreement check."""
+
+
+def read_model_folder(local: Path) -> tuple[Any, bytes | None, Any]:
+    """The sklearn model, its fast form and its input example, from an MLflow model folder."""
+    import mlflow
+    from mlflow.models import Model
+
+    from pipeline.fast_model import FILENAME
+
+    model = mlflow.sklearn.load_model(str(local))
+    fast_file = local / FILENAME
+    fast = fast_file.read_bytes() if fast_file.is_file() else None
+    try:
+        example = Model.load(str(local)).load_input_example(str(local))
+    except Exception:  # an example that can't be read only costs the fast path
+        example = None
+    return model, fast, example
 
 
 def _metrics(tags: dict[str, str]) -> dict[str, float]:
@@ -85,10 +106,10 @@ def from_mlflow(settings: ServiceSettings) -> Loaded:
         mv = client.get_model_version(name, version)
     with tempfile.TemporaryDirectory(prefix="housing-serve-") as target:
         local = mlflow.artifacts.download_artifacts(f"models:/{name}/{mv.version}", dst_path=target)
-        model = mlflow.sklearn.load_model(local)
+        model, fast, example = read_model_folder(Path(local))
     info = {"name": name, "version": mv.version, "run_id": mv.run_id, "tags": dict(mv.tags)}
     meta = _meta(info, alias, f"mlflow:{settings.model_uri}")
-    return Loaded(model, meta, time.perf_counter() - began)
+    return Loaded(model, meta, time.perf_counter() - began, fast, example)
 
 
 def _fetch_gcs_folder(uri: str, client: Any, target: Path) -> Path:
@@ -106,8 +127,6 @@ def _fetch_gcs_folder(uri: str, client: Any, target: Path) -> Path:
 
 
 def from_export(settings: ServiceSettings, gcs_client: Any = None) -> Loaded:
-    import mlflow
-
     began = time.perf_counter()
     uri = settings.fallback
     with tempfile.TemporaryDirectory(prefix="housing-serve-") as tmp:
@@ -116,11 +135,11 @@ def from_export(settings: ServiceSettings, gcs_client: Any = None) -> Loaded:
         )
         if not (local / "MLmodel").is_file():
             raise FileNotFoundError(f"{uri} holds no MLflow model (no MLmodel file)")
-        model = mlflow.sklearn.load_model(str(local))
+        model, fast, example = read_model_folder(local)
         meta_file = local / "registry.json"
         info: dict[str, Any] = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
     meta = _meta(info, parse_models_uri(settings.model_uri)[2], f"export:{uri}")
-    return Loaded(model, meta, time.perf_counter() - began)
+    return Loaded(model, meta, time.perf_counter() - began, fast, example)
 
 
 def load(settings: ServiceSettings, gcs_client: Any = None) -> tuple[Loaded | None, list[str]]:

@@ -51,9 +51,10 @@ def run(ctx: StepContext) -> dict[str, Any]:
 
     reg = registry.Registry(config.model_name)
     champion_metrics = reg.score(registry.CHAMPION, X_test, y_test)
-    model_uri = reg.log_model(model, X_test.head(5))
+    model_uri, fast_form = reg.log_model(model, X_test.head(5), check=X_test)
     run_id = ctx.tracker.run_id if ctx.tracker else ""
-    version = reg.register(model_uri, version_tags(evaluation, ingest, wandb_path))
+    tags = version_tags(evaluation, ingest, wandb_path) | {"fast_form": fast_form}
+    version = reg.register(model_uri, tags)
     reg.set_alias(registry.CHALLENGER, version)
 
     challenger_rmse = evaluation["test_metrics"]["rmse"]
@@ -74,6 +75,7 @@ def run(ctx: StepContext) -> dict[str, Any]:
         "reason": reason,
         "challenger_rmse": challenger_rmse,
         "champion_rmse": champion_rmse,
+        "fast_form": fast_form,
     }
     ctx.write_json(catalog.REGISTRATION, decision)
     if ctx.tracker:

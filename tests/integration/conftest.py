@@ -17,6 +17,8 @@ from pipeline.cli import main as pipeline_main
 from tests.conftest import free_port, stop
 
 TINY = """
+[impute]
+methods = ["knn", "median"]
 [features]
 cluster_candidates = [8]
 [select]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import shutil
 import signal
 import time
 
@@ -15,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline import schema
+from tests.conftest import free_port
 from tests.service.test_schemas import HOUSE
 
 
@@ -43,7 +45,8 @@ def test_predictions_equal_the_models_own(service, model_home, housing_sample):
     frame.loc[frame.index[1], "total_bedrooms"] = np.nan
     expected = model.predict(frame)
     got = [p["predicted_price"] for p in body["predictions"]]
-    np.testing.assert_allclose(got, expected, rtol=1e-9)
+    # Served by the fast form, which must agree within its load-time tolerance.
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
     assert body["model"] == {
         "name": "housing-price",
         "version": str(version.version),
@@ -99,6 +102,7 @@ def test_model_metadata_health_metrics_and_offline_docs(service):
         info = client.get("/api/v1/model").json()
         assert info["alias"] == "champion"
         assert info["source"].startswith("mlflow:")
+        assert (info["runtime"], info["warnings"]) == ("onnxruntime", [])
         assert {"rmse", "r2", "mape"} <= set(info["test_metrics"])
         assert info["input_ranges"]["latitude"] == {
             "min": 32.4,
@@ -147,6 +151,27 @@ def test_falls_back_to_the_export_when_mlflow_is_unreachable(model_home, start_s
         assert info["version"] == "1"
         assert client.post("/api/v1/predict", json={"instances": [HOUSE]}).status_code == 200
     assert "model source failed" in svc.logs()
+
+
+def test_a_broken_fast_form_falls_back_to_scikit_learn_and_says_so(
+    model_home, tmp_path, start_service
+):
+    export = tmp_path / "export"
+    shutil.copytree(model_home / "artifacts" / "models" / "housing-price" / "champion", export)
+    assert (export / "model.onnx").is_file(), "the register step exported the fast form"
+    (export / "model.onnx").write_bytes(b"not an onnx graph")
+    env = {
+        "HOUSING_MLOPS_HOME": str(tmp_path),
+        "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}",
+        "MODEL_FALLBACK_URI": str(export),
+    }
+    with start_service(env) as svc, svc.client() as client:
+        info = client.get("/api/v1/model").json()
+        assert info["runtime"] == "scikit-learn"
+        (warning,) = info["warnings"]
+        assert warning.startswith("fast form not used, serving scikit-learn:")
+        assert client.post("/api/v1/predict", json={"instances": [HOUSE]}).status_code == 200
+    assert "fast form not used" in svc.logs()
 
 
 def test_without_a_model_it_lives_but_is_not_ready(tmp_path, start_service):

@@ -1,0 +1,71 @@
+"""The fast form decides as scikit-learn does: same prices on rows it never saw, NaN bedrooms
+included; what it can't translate is refused, never approximated."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline import fast_model
+from pipeline.model import FeatureSpec, build_model
+from pipeline.schema import FEATURES, TARGET
+
+
+def fitted(housing: pd.DataFrame, imputer: str, family: str, params: dict):
+    train = housing.sample(4000, random_state=1)
+    model = build_model(FeatureSpec(imputer=imputer, n_clusters=8, neighbors=8), family, params)
+    model.fit(train[list(FEATURES)], train[TARGET])
+    unseen = housing.drop(train.index).sample(1500, random_state=2)[list(FEATURES)].copy()
+    unseen.loc[unseen.index[:40], "total_bedrooms"] = np.nan
+    return model, unseen
+
+
+@pytest.mark.parametrize(
+    ("imputer", "params"),
+    [
+        ("knn", {"max_iter": 120, "target_transform": "sqrt"}),
+        ("median", {"max_iter": 60, "target_transform": "log"}),
+        ("mean", {"max_iter": 60, "target_transform": "none"}),
+    ],
+)
+def test_the_fast_form_agrees_with_scikit_learn_on_unseen_rows(housing, imputer, params):
+    model, unseen = fitted(housing, imputer, "hist_gradient_boosting", params)
+    session = fast_model.session(fast_model.to_onnx(model))
+    assert fast_model.agreement(model, session, unseen) <= fast_model.TOLERANCE
+    one = unseen.iloc[[40]]
+    assert fast_model.agreement(model, session, one) <= fast_model.TOLERANCE
+
+
+def test_a_different_model_is_caught_by_the_agreement_check(housing):
+    model, unseen = fitted(housing, "median", "hist_gradient_boosting", {"max_iter": 30})
+    other, _ = fitted(housing, "median", "hist_gradient_boosting", {"max_iter": 31})
+    session = fast_model.session(fast_model.to_onnx(other))
+    assert fast_model.agreement(model, session, unseen) > fast_model.TOLERANCE
+
+
+@pytest.mark.parametrize(
+    ("imputer", "family", "message"),
+    [
+        ("iterative", "hist_gradient_boosting", "no ONNX translation for imputer"),
+        ("median", "ridge", "no fast form for Ridge"),
+    ],
+)
+def test_what_has_no_faithful_translation_is_refused(housing, imputer, family, message):
+    params = {"max_iter": 10} if family == "hist_gradient_boosting" else {}
+    model, _ = fitted(housing, imputer, family, params)
+    with pytest.raises(fast_model.NotConvertibleError, match=message):
+        fast_model.to_onnx(model)
+
+
+def test_raw_thresholds_decide_exactly_like_the_transformed_ones():
+    def transform(raw):
+        return (np.log1p(raw) - 7.1) / 0.9
+
+    thresholds = transform(np.array([0.0, 1.0, 880.0, 1234.5, 5e4])) + np.array(
+        [0.0, 1e-13, 0.0, -1e-12, 3e-9]
+    )
+    raw = fast_model._raw_threshold(thresholds, transform)
+    for t, r in zip(thresholds, raw, strict=True):
+        assert transform(np.array([r]))[0] <= t
+        assert transform(np.array([np.nextafter(r, np.inf)]))[0] > t
