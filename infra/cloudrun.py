@@ -3,9 +3,22 @@ pulumi-gcp accepts for both)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
+import msgspec
 import pulumi
+
+
+class WorkloadArgs(msgspec.Struct, frozen=True, kw_only=True):
+    """What every Cloud Run workload of the platform is given."""
+
+    project: str
+    region: str
+    service_account: pulumi.Input[str]
+    """The workload's own service account (email)."""
+    deletion_protection: bool = False
+
 
 CLOUDSQL_VOLUME = "cloudsql"
 CLOUDSQL_MOUNT = "/cloudsql"
@@ -69,3 +82,60 @@ def http_probe(path: str, *, period: int, failures: int, timeout: int = 1) -> di
 #: Fields Cloud Run writes itself (the client that last deployed); ignoring them keeps a second
 #: ``pulumi up`` with no change free of diffs.
 IGNORED_FIELDS = ["client", "clientVersion"]
+
+
+def service(
+    resource_name: str,
+    name: str,
+    *,
+    project: str,
+    region: str,
+    template: Any,
+    deletion_protection: bool,
+    opts: pulumi.ResourceOptions,
+    traffics: Any = None,
+) -> Any:
+    """A Cloud Run v2 service declared the way every part of the platform needs it: public
+    ingress guarded by IAM, service-level scaling stated explicitly (the API writes it anyway),
+    and the fields Cloud Run writes itself ignored, so a re-run shows no diff."""
+    import pulumi_gcp as gcp
+
+    return gcp.cloudrunv2.Service(
+        resource_name,
+        name=name,
+        project=project,
+        location=region,
+        ingress="INGRESS_TRAFFIC_ALL",
+        deletion_protection=deletion_protection,
+        invoker_iam_disabled=False,
+        scaling={"min_instance_count": 0},
+        template=template,
+        traffics=traffics,
+        opts=pulumi.ResourceOptions.merge(
+            opts, pulumi.ResourceOptions(ignore_changes=IGNORED_FIELDS)
+        ),
+    )
+
+
+def grant_invokers(
+    prefix: str,
+    target: Any,
+    members: Mapping[str, pulumi.Input[str]],
+    *,
+    project: str,
+    region: str,
+    opts: pulumi.ResourceOptions,
+) -> None:
+    """``roles/run.invoker`` on one service for each member, named by a stable label."""
+    import pulumi_gcp as gcp
+
+    for label, member in members.items():
+        gcp.cloudrunv2.ServiceIamMember(
+            f"{prefix}-invoker-{label}",
+            name=target.name,
+            project=project,
+            location=region,
+            role=INVOKER,
+            member=member,
+            opts=opts,
+        )

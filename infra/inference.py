@@ -8,11 +8,9 @@ name it in stack config and an unchanged template never churns.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any
 
-import msgspec
 import pulumi
-import pulumi_gcp as gcp
 
 from infra import cloudrun, traffic
 from infra.options import child_options
@@ -24,11 +22,8 @@ MODEL_NAME = "housing-price"
 PORT = 8080
 
 
-class InferenceArgs(msgspec.Struct, frozen=True, kw_only=True):
-    project: str
-    region: str
+class InferenceArgs(cloudrun.WorkloadArgs, frozen=True, kw_only=True):
     release: Release
-    service_account: pulumi.Input[str]
     bucket: pulumi.Input[str]
     tracking_url: pulumi.Input[str] | None
     public: bool = False
@@ -124,34 +119,20 @@ class InferenceService(pulumi.ComponentResource):
             args.service_account, args.bucket, args.tracking_url
         ).apply(lambda v: revision_template(args, v[0], v[1], v[2]))
         self.newest_revision = template.apply(lambda t: str(t["revision"]))
-        self.service = gcp.cloudrunv2.Service(
+        self.service = cloudrun.service(
             f"{name}-service",
-            name=SERVICE,
+            SERVICE,
             project=args.project,
-            location=args.region,
-            ingress="INGRESS_TRAFFIC_ALL",
-            deletion_protection=args.deletion_protection,
-            invoker_iam_disabled=False,
-            scaling={"min_instance_count": 0},
+            region=args.region,
             template=template,
-            traffics=cast(Any, self.newest_revision.apply(lambda n: traffic_args(args.release, n))),
-            opts=pulumi.ResourceOptions.merge(
-                child, pulumi.ResourceOptions(ignore_changes=cloudrun.IGNORED_FIELDS)
-            ),
+            deletion_protection=args.deletion_protection,
+            opts=child,
+            traffics=self.newest_revision.apply(lambda n: traffic_args(args.release, n)),
         )
-        members: dict[str, pulumi.Input[str]] = dict(args.invokers)
-        if args.public:
-            members = {"public": "allUsers"}
-        for label, member in members.items():
-            gcp.cloudrunv2.ServiceIamMember(
-                f"{name}-invoker-{label}",
-                name=self.service.name,
-                project=args.project,
-                location=args.region,
-                role=cloudrun.INVOKER,
-                member=member,
-                opts=child,
-            )
+        members = {"public": "allUsers"} if args.public else dict(args.invokers)
+        cloudrun.grant_invokers(
+            name, self.service, members, project=args.project, region=args.region, opts=child
+        )
         pair = self.newest_revision.apply(lambda n: live_and_canary(args.release, n))
         self.live_revision = pair.apply(lambda p: p[0])
         self.canary_revision = pair.apply(lambda p: p[1])

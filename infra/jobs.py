@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-import msgspec
 import pulumi
 import pulumi_gcp as gcp
 
@@ -21,11 +20,8 @@ PIPELINE_JOB = "housing-pipeline"
 TUNE_JOB = "housing-tune"
 
 
-class PipelineJobsArgs(msgspec.Struct, frozen=True, kw_only=True):
-    project: str
-    region: str
+class PipelineJobsArgs(cloudrun.WorkloadArgs, frozen=True, kw_only=True):
     image: str
-    service_account: pulumi.Input[str]
     service_account_member: pulumi.Input[str]
     connection_name: pulumi.Input[str]
     password_secret: pulumi.Input[str]
@@ -41,7 +37,6 @@ class PipelineJobsArgs(msgspec.Struct, frozen=True, kw_only=True):
     time_zone: str = "Etc/UTC"
     wandb_secret: str = ""
     database_user: str = "housing"
-    deletion_protection: bool = False
     runners: tuple[pulumi.Input[str], ...] = ()
     """Members besides the scheduler allowed to start the pipeline job (CI's retrain)."""
 

@@ -7,11 +7,9 @@ host check of MLflow's security middleware stays on, allowing only this service'
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any
 
-import msgspec
 import pulumi
-import pulumi_gcp as gcp
 
 from infra import cloudrun
 from infra.options import child_options
@@ -21,11 +19,8 @@ SERVICE = "housing-mlflow"
 PORT = 5000
 
 
-class TrackingArgs(msgspec.Struct, frozen=True, kw_only=True):
-    project: str
-    region: str
+class TrackingArgs(cloudrun.WorkloadArgs, frozen=True, kw_only=True):
     image: str
-    service_account: pulumi.Input[str]
     connection_name: pulumi.Input[str]
     password_secret: pulumi.Input[str]
     bucket: pulumi.Input[str]
@@ -77,39 +72,25 @@ class Tracking(pulumi.ComponentResource):
                 "timeout_seconds": 3,
             },
         }
-        self.service = gcp.cloudrunv2.Service(
+        template: Any = {
+            "service_account": args.service_account,
+            "scaling": {"min_instance_count": 0, "max_instance_count": args.max_instances},
+            "max_instance_request_concurrency": 20,
+            "timeout": "300s",
+            "containers": [container],
+            "volumes": [cloudrun.cloudsql_volume(args.connection_name)],
+        }
+        self.service = cloudrun.service(
             f"{name}-service",
-            name=SERVICE,
+            SERVICE,
             project=args.project,
-            location=args.region,
-            ingress="INGRESS_TRAFFIC_ALL",
+            region=args.region,
+            template=template,
             deletion_protection=args.deletion_protection,
-            invoker_iam_disabled=False,
-            scaling={"min_instance_count": 0},
-            template=cast(
-                Any,
-                {
-                    "service_account": args.service_account,
-                    "scaling": {"min_instance_count": 0, "max_instance_count": args.max_instances},
-                    "max_instance_request_concurrency": 20,
-                    "timeout": "300s",
-                    "containers": [container],
-                    "volumes": [cloudrun.cloudsql_volume(args.connection_name)],
-                },
-            ),
-            opts=pulumi.ResourceOptions.merge(
-                child, pulumi.ResourceOptions(ignore_changes=cloudrun.IGNORED_FIELDS)
-            ),
+            opts=child,
         )
-        for label, member in args.invokers.items():
-            gcp.cloudrunv2.ServiceIamMember(
-                f"{name}-invoker-{label}",
-                name=self.service.name,
-                project=args.project,
-                location=args.region,
-                role=cloudrun.INVOKER,
-                member=member,
-                opts=child,
-            )
+        cloudrun.grant_invokers(
+            name, self.service, args.invokers, project=args.project, region=args.region, opts=child
+        )
         self.url = self.service.uri
         self.register_outputs({"url": self.url})

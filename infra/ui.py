@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgspec
 import pulumi
-import pulumi_gcp as gcp
 
 from infra import cloudrun
 from infra.options import child_options
@@ -16,11 +14,8 @@ SERVICE = "housing-ui"
 PORT = 8080
 
 
-class UIArgs(msgspec.Struct, frozen=True, kw_only=True):
-    project: str
-    region: str
+class UIArgs(cloudrun.WorkloadArgs, frozen=True, kw_only=True):
     image: str
-    service_account: pulumi.Input[str]
     api_url: pulumi.Input[str]
     public: bool = False
     max_instances: int = 2
@@ -51,29 +46,18 @@ class UI(pulumi.ComponentResource):
                 }
             ],
         }
-        self.service = gcp.cloudrunv2.Service(
+        self.service = cloudrun.service(
             f"{name}-service",
-            name=SERVICE,
+            SERVICE,
             project=args.project,
-            location=args.region,
-            ingress="INGRESS_TRAFFIC_ALL",
-            deletion_protection=args.deletion_protection,
-            invoker_iam_disabled=False,
-            scaling={"min_instance_count": 0},
+            region=args.region,
             template=template,
-            opts=pulumi.ResourceOptions.merge(
-                child, pulumi.ResourceOptions(ignore_changes=cloudrun.IGNORED_FIELDS)
-            ),
+            deletion_protection=args.deletion_protection,
+            opts=child,
         )
-        if args.public:
-            gcp.cloudrunv2.ServiceIamMember(
-                f"{name}-invoker-public",
-                name=self.service.name,
-                project=args.project,
-                location=args.region,
-                role=cloudrun.INVOKER,
-                member="allUsers",
-                opts=child,
-            )
+        public: dict[str, pulumi.Input[str]] = {"public": "allUsers"} if args.public else {}
+        cloudrun.grant_invokers(
+            name, self.service, public, project=args.project, region=args.region, opts=child
+        )
         self.url = self.service.uri
         self.register_outputs({"url": self.url})

@@ -21,6 +21,7 @@ from sklearn.cluster import KMeans
 from sklearn.impute import KNNImputer
 from sklearn.metrics.pairwise import rbf_kernel
 from sklearn.model_selection import KFold
+from sklearn.neighbors import KDTree
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 #: Per-household ratios of block-group totals: (numerator, denominator, name).
@@ -69,6 +70,23 @@ class ClusterSimilarity(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
         return rbf_kernel(X, self.kmeans_.cluster_centers_, gamma=self.gamma)
 
 
+def _squared(diff: NDArray[np.float64]) -> NDArray[np.float64]:
+    return np.asarray((diff * diff).sum(axis=-1), dtype=np.float64)
+
+
+def _weighted_mean(
+    d2: NDArray[np.float64], targets: NDArray[np.float64], kth: NDArray[np.float64]
+) -> NDArray[np.float64]:
+    """Mean target of the places within the k-th distance, weighted by 1/distance; places at
+    distance zero take all the weight."""
+    near = d2 <= kth
+    exact = near & (d2 == 0)
+    with np.errstate(divide="ignore"):
+        weights = np.where(near, 1.0 / np.sqrt(d2), 0.0)
+    weights = np.where(exact.any(axis=1, keepdims=True), exact * 1.0, weights)
+    return np.asarray((weights * targets).sum(axis=1) / weights.sum(axis=1), dtype=np.float64)
+
+
 class NeighborTargetEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     """Distance-weighted mean target of the nearest training places, one column.
 
@@ -102,21 +120,23 @@ class NeighborTargetEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, B
         places: NDArray[np.float64],
         targets: NDArray[np.float64],
         k: int,
-        chunk: int = 256,
+        margin: int = 32,
     ) -> NDArray[np.float64]:
+        """A k-d tree proposes the nearest ``k + margin`` places; the decision is then made on
+        squared distances summed in coordinate order (what the fast form computes), and a row
+        whose tie runs past the proposals is decided against every place."""
         k = min(k, len(places))
-        out = np.empty(len(X))
-        for start in range(0, len(X), chunk):
-            rows = X[start : start + chunk]
-            diff = rows[:, None, :] - places[None, :, :]
-            d2 = (diff * diff).sum(axis=2)
-            kth = np.partition(d2, k - 1, axis=1)[:, k - 1 : k]
-            near = d2 <= kth
-            exact = near & (d2 == 0)
-            with np.errstate(divide="ignore"):
-                weights = np.where(near, 1.0 / np.sqrt(d2), 0.0)
-            weights = np.where(exact.any(axis=1, keepdims=True), exact * 1.0, weights)
-            out[start : start + chunk] = (weights * targets).sum(axis=1) / weights.sum(axis=1)
+        m = min(k + margin, len(places))
+        _, proposed = KDTree(places).query(X, k=m)
+        d2 = _squared(X[:, None, :] - places[proposed])
+        kth = np.partition(d2, k - 1, axis=1)[:, k - 1 : k]
+        out = _weighted_mean(d2, targets[proposed], kth)
+        crowded = np.flatnonzero((d2.max(axis=1, keepdims=True) <= kth).ravel() & (m < len(places)))
+        for start in range(0, len(crowded), 256):
+            rows = crowded[start : start + 256]
+            all_d2 = _squared(X[rows, None, :] - places[None, :, :])
+            all_kth = np.partition(all_d2, k - 1, axis=1)[:, k - 1 : k]
+            out[rows] = _weighted_mean(all_d2, np.broadcast_to(targets, all_d2.shape), all_kth)
         return out
 
     def fit(self, X: ArrayLike, y: ArrayLike):

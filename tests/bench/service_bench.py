@@ -66,11 +66,11 @@ def wrk(url: str, body: bytes, connections: int, script_dir: Path) -> dict[str, 
     return {"rps": rps, "p50": ms("50%"), "p99": ms("99%")}
 
 
-def in_process_cost(home: str) -> dict[int, float]:
+def in_process_cost(home: str) -> dict[tuple[str, int], float]:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     from service.loader import load
-    from service.predictor import Predictor
+    from service.predictor import Predictor, to_frame
     from service.schemas import parse_predict_request
     from service.settings import from_env
 
@@ -81,12 +81,17 @@ def in_process_cost(home: str) -> dict[int, float]:
     costs = {}
     for n in (1, 100):
         houses = parse_predict_request(json.dumps({"instances": [HOUSE] * n}).encode(), 1000)
-        times = []
-        for _ in range(200):
-            began = time.perf_counter()
-            predictor.predict(houses)
-            times.append((time.perf_counter() - began) * 1000)
-        costs[n] = statistics.median(times)
+        calls = {
+            predictor.runtime: lambda houses=houses: predictor.predict(houses),
+            "scikit-learn": lambda houses=houses: predictor.model.predict(to_frame(houses)),
+        }
+        for runtime, call in calls.items():
+            times = []
+            for _ in range(200 if runtime != "scikit-learn" else 50):
+                began = time.perf_counter()
+                call()
+                times.append((time.perf_counter() - began) * 1000)
+            costs[(runtime, n)] = statistics.median(times)
     return costs
 
 
@@ -146,10 +151,15 @@ def main() -> None:
             f"{real['rps'] / bare['rps']:>9.2f} {real['p99'] / bare['p99']:>9.2f}"
         )
     costs = in_process_cost(home)
-    print(
-        f"\nin-process predict (median of 200): 1 row {costs[1]:.2f} ms, "
-        f"100 rows {costs[100]:.2f} ms"
-    )
+    print("\nin-process predict (medians):")
+    for (runtime, n), ms in costs.items():
+        print(f"  {runtime:>13} {n:>3} rows {ms:8.3f} ms")
+    runtimes = {runtime for runtime, _ in costs}
+    if len(runtimes) == 2:
+        (fast,) = runtimes - {"scikit-learn"}
+        for n in (1, 100):
+            ratio = costs[("scikit-learn", n)] / costs[(fast, n)]
+            print(f"  {fast} is {ratio:.0f}x faster than scikit-learn on {n} row(s)")
 
 
 if __name__ == "__main__":
