@@ -172,15 +172,13 @@ def _ratios(g: _Graph, x: str, names: list[str]) -> tuple[str, list[str]]:
     return g.op("Concat", parts, axis=1), out_names
 
 
-def _neighbour_encoding(
-    g: _Graph, x: str, encoder: Any, squared_distances: str | None = None
-) -> str:
+def _neighbour_encoding(g: _Graph, x: str, encoder: Any) -> str:
     """NeighborTargetEncoder: places as near as the k-th nearest, weighted by 1/distance; a
     place at distance zero takes all the weight."""
     places = np.asarray(encoder.places_, dtype=np.float64)
     targets = np.asarray(encoder.place_targets_, dtype=np.float64)
     k = min(int(encoder.n_neighbors), len(places))
-    d2 = squared_distances or g.squared_distances(x, places)
+    d2 = g.squared_distances(x, places)
     nearest, _ = g.op("TopK", [d2, g.const([k], "k", np.int64)], n_out=2, largest=0, sorted=1)
     kth = g.op("ReduceMax", [nearest], axes=[1], keepdims=1)
     near = g.op("LessOrEqual", [d2, kth])
@@ -252,35 +250,68 @@ def _log_branch(g: _Graph, f: _Features, pipe: Any, x: str, n: int) -> None:
 
 class _Lookup(NamedTuple):
     known: str
+    """[n, 1] bool: these coordinates are a training place."""
     row: str
+    """[n] int64: that place's row in the tables (0 when unknown)."""
+    unknown: str
+    """[m, 1] int64: the rows whose coordinates are new."""
     points: NDArray[np.float64]
-    squared_distances: str
+
+
+#: Coordinates are keyed on a 1e-2 degree grid (the census data's); the key only proposes a
+#: place, equality of both coordinates decides.
+_GRID = 100.0
+
+
+def _place_keys(points: NDArray[np.float64]) -> NDArray[np.int64]:
+    lat, lon = np.round(points[:, 0] * _GRID), np.round(points[:, 1] * _GRID)
+    return (lat * 1_000_000 + lon).astype(np.int64)
 
 
 def _coordinates(g: _Graph, encode: Any, x: str, cols: list[str], names: list[str]) -> Any:
-    """Exact-match lookup over the training coordinates the neighbour encoder keeps."""
+    """Hash lookup of the training places the neighbour encoder keeps: O(1) a row, where the
+    distances to every place cost O(places)."""
     from pipeline.transformers import NeighborTargetEncoder
 
     encoders = [t for _, t, _ in encode.transformers_ if isinstance(t, NeighborTargetEncoder)]
     if not encoders:
         return None
     points = np.asarray(encoders[0].places_, dtype=np.float64)
+    keys = _place_keys(points)
+    if len(np.unique(keys)) != len(keys):
+        return None  # off-grid places: no lookup, every row is computed
     coords = g.columns(x, [names.index(c) for c in cols])
-    d2 = g.squared_distances(coords, points)
-    index = g.op("ArgMin", [d2], axis=1, keepdims=0)
-    # Known only when the nearest training point has exactly these coordinates.
-    nearest = g.op("Gather", [g.const(points, "points"), index], axis=0)
-    same = g.op("Cast", [g.op("Equal", [nearest, coords])], to=11)
+    scaled = g.op("Round", [g.op("Mul", [coords, g.const(_GRID)])])
+    key = g.op(
+        "Cast",
+        [
+            g.op(
+                "Add",
+                [
+                    g.op("Mul", [g.columns(scaled, [0]), g.const(1_000_000.0)]),
+                    g.columns(scaled, [1]),
+                ],
+            )
+        ],
+        to=7,
+    )
+    found = g.op(
+        "LabelEncoder",
+        [g.op("Reshape", [key, g.const([-1], "s", np.int64)])],
+        domain="ai.onnx.ml",
+        keys_int64s=keys.tolist(),
+        values_int64s=list(range(len(keys))),
+        default_int64=-1,
+    )
+    row = g.op("Max", [found, g.const(0, "zero", np.int64)])
+    place = g.op("Gather", [g.const(points, "points"), row], axis=0)
+    same = g.op("Cast", [g.op("Equal", [place, coords])], to=11)
     known = g.op("Cast", [g.op("ReduceMin", [same], axes=[1], keepdims=1)], to=9)
-    return _Lookup(known, index, points, d2)
-
-
-def _looked_up(g: _Graph, lookup: _Lookup | None, computed: str, table: Any) -> str:
-    """Scikit-learn's own values for known coordinates, the computed ones elsewhere."""
-    if lookup is None:
-        return computed
-    exact = g.op("Gather", [g.const(table, "table"), lookup.row], axis=0)
-    return g.op("Where", [lookup.known, exact, computed])
+    unknown = g.op(
+        "Transpose",
+        [g.op("NonZero", [g.op("Not", [g.op("Reshape", [known, g.const([-1], "s", np.int64)])])])],
+    )
+    return _Lookup(known, row, unknown, points)
 
 
 def _one_hot(g: _Graph, encoder: Any) -> str:
@@ -301,21 +332,28 @@ def _one_hot(g: _Graph, encoder: Any) -> str:
 def _coordinate_feature(
     g: _Graph, transformer: Any, selected: str, cols: list[str], lookup: _Lookup | None
 ) -> tuple[str, int]:
+    """Cluster similarities and neighbour prices: scikit-learn's own values (a table) for
+    training places; computed for new places only."""
     from pipeline.transformers import ClusterSimilarity
 
+    table: Any = None
+    if lookup is not None:
+        points = pd.DataFrame(lookup.points, columns=cols)
+        table = np.asarray(transformer.transform(points), dtype=np.float64)
     if isinstance(transformer, ClusterSimilarity):
         centres = np.asarray(transformer.kmeans_.cluster_centers_, dtype=np.float64)
         d2 = g.squared_distances(selected, centres)
         computed = g.op("Exp", [g.op("Mul", [d2, g.const(-float(transformer.gamma))])])
-        n_out = centres.shape[0]
-    else:
-        reuse = lookup.squared_distances if lookup is not None else None
-        computed, n_out = _neighbour_encoding(g, selected, transformer, reuse), 1
+        if lookup is None:
+            return computed, centres.shape[0]
+        exact = g.op("Gather", [g.const(table, "table"), lookup.row], axis=0)
+        return g.op("Where", [lookup.known, exact, computed]), centres.shape[0]
     if lookup is None:
-        return computed, n_out
-    points = pd.DataFrame(lookup.points, columns=cols)
-    table = np.asarray(transformer.transform(points), dtype=np.float64)
-    return _looked_up(g, lookup, computed, table.reshape(-1, n_out)), n_out
+        return _neighbour_encoding(g, selected, transformer), 1
+    new_places = g.op("GatherND", [selected, lookup.unknown])
+    computed = _neighbour_encoding(g, new_places, transformer)
+    exact = g.op("Gather", [g.const(table.reshape(-1, 1), "table"), lookup.row], axis=0)
+    return g.op("ScatterND", [exact, lookup.unknown, computed]), 1
 
 
 def _preprocess(g: _Graph, preprocess: Any) -> _Features:
