@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -72,6 +73,26 @@ def test_every_nox_session_in_the_readme_exists():
     named = set(re.findall(r"nox -s ([a-z_]+)", readme))
     assert {"pipeline", "tests"} <= named
     assert named <= nox_sessions()
+
+
+def test_every_nox_session_has_a_row_in_the_readme_table():
+    """First cells like `nox -s preview -- <stack>` / `up` / `destroy` name their sessions."""
+    readme = (ROOT / "README.md").read_text()
+    first_cells = [
+        line.split(" | ")[0] for line in readme.splitlines() if line.startswith("| `nox -s")
+    ]
+    documented = {name for cell in first_cells for name in re.findall(r"nox -s (\w+)", cell)}
+    documented |= {name for cell in first_cells for name in re.findall(r"/ `(\w+)`", cell)}
+    assert sorted(nox_sessions() - documented) == []
+
+
+def test_the_pipeline_image_entrypoint_starts_outside_docker():
+    """`ENTRYPOINT ["python", "-m", "pipeline"]`: the module answers its own CLI."""
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline", "steps"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("ingest")
 
 
 def test_ci_runs_the_readme_test_command():
