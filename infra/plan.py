@@ -141,19 +141,28 @@ def config_from_text(text: str, stack: str) -> StackConfig:
     return parse(data.get("config") or {}, stack)
 
 
+Program = Callable[[], Mapping[str, Any] | None]
+
+
+def settle(program: Program) -> dict[str, Any]:
+    """Run ``program`` under the mocks already set until every resource is registered; its
+    outputs, resolved. (Checking inside an ``apply`` races resources still waiting on inputs.)"""
+    resolved: dict[str, Any] = {}
+
+    def body() -> pulumi.Output[Any]:
+        return pulumi.Output.all(**(program() or {})).apply(resolved.update)
+
+    pulumi.runtime.test(body)()
+    return resolved
+
+
 def run(config: StackConfig, mocks: PlanMocks | None = None) -> tuple[PlanMocks, dict[str, Any]]:
     """Run the program under mocks; returns the recorder and the resolved exports."""
     from infra.program import build
 
     mocks = mocks or PlanMocks(config.project, config.region)
     pulumi.runtime.set_mocks(mocks, project="housing-mlops", stack=config.stack, preview=False)
-    exports: dict[str, Any] = {}
-
-    def body() -> pulumi.Output[Any]:
-        return pulumi.Output.all(**build(config)).apply(exports.update)
-
-    pulumi.runtime.test(body)()
-    return mocks, exports
+    return mocks, settle(lambda: build(config))
 
 
 def _public(value: Any) -> Any:

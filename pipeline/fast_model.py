@@ -545,10 +545,24 @@ def session(onnx_bytes: bytes) -> Any:
     return ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
 
 
+#: Rows per graph call: bounds the [rows, training places] distance tensors of new places.
+CHUNK = 64
+
+
+def predict(fast: Any, feed: dict[str, NDArray[Any]]) -> NDArray[np.float64]:
+    """Prices for the graph's inputs, ``CHUNK`` rows per call."""
+    rows = len(feed[NUMERIC_INPUT])
+    parts = [
+        fast.run([OUTPUT], {name: array[start : start + CHUNK] for name, array in feed.items()})[0]
+        for start in range(0, rows, CHUNK)
+    ]
+    return np.concatenate(parts).astype(np.float64) if parts else np.empty(0)
+
+
 def agreement(model: Any, fast: Any, frame: pd.DataFrame) -> float:
     """Largest relative difference between the sklearn pipeline and the fast form on ``frame``."""
     expected = np.asarray(model.predict(frame), dtype=np.float64)
-    got = np.asarray(fast.run([OUTPUT], inputs(frame))[0], dtype=np.float64)
+    got = predict(fast, inputs(frame))
     if got.shape != expected.shape:
         return float("inf")
     scale = np.maximum(np.abs(expected), 1e-12)

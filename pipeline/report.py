@@ -13,7 +13,15 @@ METRICS = {"rmse": True, "mae": True, "mape": True, "r2": False}
 
 
 def metrics_of(tags: Mapping[str, str]) -> dict[str, float]:
-    return {k.removeprefix("test_"): float(v) for k, v in tags.items() if k.startswith("test_")}
+    """The ``test_*`` tags of a model version as numbers (a tag that isn't one is skipped)."""
+    out = {}
+    for key, value in tags.items():
+        if key.startswith("test_"):
+            try:
+                out[key.removeprefix("test_")] = float(value)
+            except ValueError:
+                continue
+    return out
 
 
 def _number(value: float) -> str:

@@ -15,6 +15,7 @@ from typing import Any
 
 import msgspec
 
+from pipeline.report import metrics_of
 from service.settings import ServiceSettings
 
 log = logging.getLogger("service.loader")
@@ -57,17 +58,6 @@ def read_model_folder(local: Path) -> tuple[Any, bytes | None, Any]:
     return model, fast, example
 
 
-def _metrics(tags: dict[str, str]) -> dict[str, float]:
-    out = {}
-    for key, value in tags.items():
-        if key.startswith("test_"):
-            try:
-                out[key.removeprefix("test_")] = float(value)
-            except ValueError:
-                continue
-    return out
-
-
 def _meta(info: dict[str, Any], alias: str, source: str) -> ModelMeta:
     """What the service reports about a version, from the registry's name/version/run/tags."""
     tags = info.get("tags", {})
@@ -78,7 +68,7 @@ def _meta(info: dict[str, Any], alias: str, source: str) -> ModelMeta:
         run_id=info.get("run_id") or "",
         source=source,
         trained_at=tags.get("trained_at", ""),
-        test_metrics=_metrics(tags),
+        test_metrics=metrics_of(tags),
     )
 
 

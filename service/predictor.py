@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline import fast_model
-from pipeline.schema import FEATURES
+from pipeline.schema import FEATURES, NUMERIC_FEATURES
 from service.loader import Loaded, ModelMeta
 from service.schemas import House
 
@@ -30,29 +30,13 @@ def to_frame(houses: list[House]) -> pd.DataFrame:
 
 
 def to_arrays(houses: list[House]) -> dict[str, Any]:
-    """The fast form's inputs, built straight from the decoded houses (no DataFrame)."""
+    """The fast form's inputs, built straight from the decoded houses (no DataFrame); a null
+    ``total_bedrooms`` becomes NaN in the float array."""
     numeric = np.array(
-        [
-            [
-                h.longitude,
-                h.latitude,
-                h.housing_median_age,
-                h.total_rooms,
-                _NAN if h.total_bedrooms is None else h.total_bedrooms,
-                h.population,
-                h.households,
-                h.median_income,
-            ]
-            for h in houses
-        ],
-        dtype=np.float64,
+        [[getattr(h, name) for name in NUMERIC_FEATURES] for h in houses], dtype=np.float64
     )
     ocean = np.array([[h.ocean_proximity] for h in houses], dtype=object)
     return {fast_model.NUMERIC_INPUT: numeric, fast_model.CATEGORY_INPUT: ocean}
-
-
-#: Rows per fast-form call: bounds the [rows, training places] distance tensors.
-CHUNK = 64
 
 
 class Predictor:
@@ -91,8 +75,5 @@ class Predictor:
         if self.fast is None:
             predictions = self.model.predict(to_frame(houses))
             return [float(p) for p in np.asarray(predictions, dtype=float)]
-        out: list[float] = []
-        for start in range(0, len(houses), CHUNK):
-            feed = to_arrays(houses[start : start + CHUNK])
-            out.extend(self.fast.run([fast_model.OUTPUT], feed)[0].tolist())
-        return out
+        prices: list[float] = fast_model.predict(self.fast, to_arrays(houses)).tolist()
+        return prices

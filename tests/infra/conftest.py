@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -10,11 +10,10 @@ import pulumi
 import pytest
 
 from infra.config import StackConfig
-from infra.plan import PlanMocks, read_stack_config, run
+from infra.plan import PlanMocks, Program, read_stack_config, run, settle
 
 ROOT = Path(__file__).resolve().parents[2]
 STACKS = ("dev", "prod")
-Program = Callable[[], Mapping[str, Any] | None]
 
 
 @pytest.fixture
@@ -26,23 +25,8 @@ def mocks() -> PlanMocks:
 
 @pytest.fixture
 def deploy(mocks: PlanMocks) -> Callable[[Program], dict[str, Any]]:
-    """Runs a program until every resource is registered; returns its outputs resolved.
-
-    Checking inside an ``apply`` races resources still waiting on their inputs; this waits for
-    the engine's own quiescence first, so assertions see the whole program.
-    """
-
-    def run_program(program: Program) -> dict[str, Any]:
-        resolved: dict[str, Any] = {}
-
-        def body() -> pulumi.Output[Any]:
-            outputs = program() or {}
-            return pulumi.Output.all(**outputs).apply(resolved.update)
-
-        pulumi.runtime.test(body)()
-        return resolved
-
-    return run_program
+    """Runs a program under the mocks until it settles; returns its outputs resolved."""
+    return settle
 
 
 def stack_config(name: str) -> StackConfig:
