@@ -28,6 +28,8 @@ TUNE_DECISION = "decisions/tune.json"
 MODEL = "models/candidate.joblib"
 EVALUATION = "reports/evaluate.json"
 REGISTRATION = "decisions/register.json"
+#: Beside an exported model folder: what the registry says of it, for loaders without MLflow.
+EXPORT_METADATA = "registry.json"
 INGEST_REPORT = "reports/ingest.json"
 
 CATALOG: tuple[StepSpec, ...] = (

@@ -14,8 +14,10 @@ Two measures make the graph decide exactly as scikit-learn does:
 - coordinate features (cluster similarities, neighbour prices) are looked up, as scikit-learn
   computed them, for every coordinate seen in training, and computed only for new places.
 
-The service serves the graph only after checking it agrees with the sklearn pipeline
-(:func:`agreement`); otherwise it serves scikit-learn and says why.
+The graph carries a reference (:class:`Reference`): rows and the prices scikit-learn gave them
+at register time. The service serves the graph only after it reproduces those prices
+(:func:`reference_difference`), so the check needs no scikit-learn load at start-up; otherwise
+it serves scikit-learn and says why.
 
 Inputs: ``numeric`` (double, [n, 8], ``NUMERIC_FEATURES`` order, NaN for a missing
 ``total_bedrooms``) and ``ocean_proximity`` (string, [n, 1]); output ``price`` (double, [n]).
@@ -27,11 +29,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+import msgspec
 import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from pipeline.schema import CATEGORICAL, NUMERIC_FEATURES
+from pipeline.schema import CATEGORICAL, NUMERIC_FEATURES, RANGES
 
 FILENAME = "model.onnx"
 #: Largest relative difference from scikit-learn at which the fast form may serve.
@@ -42,6 +45,10 @@ OUTPUT = "price"
 #: Only this column may be missing at serving time (the service's schema allows null for it).
 NULLABLE = "total_bedrooms"
 OPSET = {"": 17, "ai.onnx.ml": 3}
+#: Metadata key of the graph's :class:`Reference`.
+REFERENCE_KEY = "housing_mlops.reference"
+#: Rows kept in the reference: the head of the check rows, plus some with a missing value.
+REFERENCE_ROWS, REFERENCE_MISSING = 200, 8
 
 
 Transform = Callable[[NDArray[np.float64]], Any]
@@ -249,8 +256,6 @@ def _log_branch(g: _Graph, f: _Features, pipe: Any, x: str, n: int) -> None:
 
 
 class _Lookup(NamedTuple):
-    known: str
-    """[n, 1] bool: these coordinates are a training place."""
     row: str
     """[n] int64: that place's row in the tables (0 when unknown)."""
     unknown: str
@@ -311,7 +316,71 @@ def _coordinates(g: _Graph, encode: Any, x: str, cols: list[str], names: list[st
         "Transpose",
         [g.op("NonZero", [g.op("Not", [g.op("Reshape", [known, g.const([-1], "s", np.int64)])])])],
     )
-    return _Lookup(known, row, unknown, points)
+    return _Lookup(row, unknown, points)
+
+
+#: New places this near a training place (degrees) have their neighbour price precomputed on
+#: the grid, so a request's new places cost a lookup; the rest are computed against every place.
+_NEAR_DEGREES = 0.2
+_GRID_CHUNK = 100_000
+
+
+def _neighbour_grid(
+    transformer: Any, cols: list[str]
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """scikit-learn's neighbour price at every grid point of the schema's coordinate box near
+    a training place (NaN elsewhere), flattened; with the box's lowest grid index and shape."""
+    from sklearn.neighbors import KDTree
+
+    axes = [np.arange(round(RANGES[c].min * _GRID), round(RANGES[c].max * _GRID) + 1) for c in cols]
+    mesh = np.meshgrid(*axes, indexing="ij")
+    points = np.column_stack([m.ravel() for m in mesh]) / _GRID
+    distance, _ = KDTree(np.asarray(transformer.places_, dtype=np.float64)).query(points, k=1)
+    near = np.flatnonzero(distance[:, 0] <= _NEAR_DEGREES)
+    table = np.full(len(points), np.nan)
+    for start in range(0, len(near), _GRID_CHUNK):
+        rows = near[start : start + _GRID_CHUNK]
+        frame = pd.DataFrame(points[rows], columns=cols)
+        table[rows] = np.asarray(transformer.transform(frame), dtype=np.float64)[:, 0]
+    lows = np.array([a[0] for a in axes], dtype=np.float64)
+    shape = np.array([len(a) for a in axes], dtype=np.float64)
+    return table, lows, shape
+
+
+def _grid_neighbour_encoding(g: _Graph, selected: str, transformer: Any, cols: list[str]) -> str:
+    """The neighbour price looked up for places on the 0.01° grid near a training place, as
+    scikit-learn computed it; computed only for the other rows."""
+    table, lows, shape = _neighbour_grid(transformer, cols)
+    scaled = g.op("Round", [g.op("Mul", [selected, g.const(_GRID)])])
+    index = g.op("Sub", [scaled, g.const(lows[None, :])])
+    fits = g.op(
+        "And",
+        [
+            g.op("Equal", [g.op("Div", [scaled, g.const(_GRID)]), selected]),
+            g.op(
+                "And",
+                [
+                    g.op("GreaterOrEqual", [index, g.const(0.0)]),
+                    g.op("Less", [index, g.const(shape[None, :])]),
+                ],
+            ),
+        ],
+    )
+    on_grid = g.op("Cast", [g.op("ReduceMin", [g.op("Cast", [fits], to=11)], axes=[1])], to=9)
+    safe = g.op("Where", [on_grid, index, g.const(0.0)])
+    flat = g.op(
+        "Add",
+        [g.op("Mul", [g.columns(safe, [0]), g.const(shape[1])]), g.columns(safe, [1])],
+    )
+    flat = g.op("Reshape", [g.op("Cast", [flat], to=7), g.const([-1], "s", np.int64)])
+    value = g.op("Gather", [g.const(table[:, None], "grid"), flat], axis=0)
+    known = g.op("And", [on_grid, g.op("Not", [g.op("IsNaN", [value])])])
+    unknown = g.op(
+        "Transpose",
+        [g.op("NonZero", [g.op("Not", [g.op("Reshape", [known, g.const([-1], "s", np.int64)])])])],
+    )
+    computed = _neighbour_encoding(g, g.op("GatherND", [selected, unknown]), transformer)
+    return g.op("ScatterND", [value, unknown, computed])
 
 
 def _one_hot(g: _Graph, encoder: Any) -> str:
@@ -336,24 +405,29 @@ def _coordinate_feature(
     training places; computed for new places only."""
     from pipeline.transformers import ClusterSimilarity
 
-    table: Any = None
-    if lookup is not None:
-        points = pd.DataFrame(lookup.points, columns=cols)
-        table = np.asarray(transformer.transform(points), dtype=np.float64)
+    compute: Callable[[str], str]
     if isinstance(transformer, ClusterSimilarity):
         centres = np.asarray(transformer.kmeans_.cluster_centers_, dtype=np.float64)
-        d2 = g.squared_distances(selected, centres)
-        computed = g.op("Exp", [g.op("Mul", [d2, g.const(-float(transformer.gamma))])])
-        if lookup is None:
-            return computed, centres.shape[0]
-        exact = g.op("Gather", [g.const(table, "table"), lookup.row], axis=0)
-        return g.op("Where", [lookup.known, exact, computed]), centres.shape[0]
+        gamma = g.const(-float(transformer.gamma))
+        width = centres.shape[0]
+
+        def compute(places: str) -> str:
+            return g.op("Exp", [g.op("Mul", [g.squared_distances(places, centres), gamma])])
+    else:
+        if len(cols) == 2 and all(c in RANGES for c in cols):
+            return _grid_neighbour_encoding(g, selected, transformer, cols), 1
+        width = 1
+
+        def compute(places: str) -> str:
+            return _neighbour_encoding(g, places, transformer)
+
     if lookup is None:
-        return _neighbour_encoding(g, selected, transformer), 1
+        return compute(selected), width
+    points = pd.DataFrame(lookup.points, columns=cols)
+    table = np.asarray(transformer.transform(points), dtype=np.float64).reshape(-1, width)
+    exact = g.op("Gather", [g.const(table, "table"), lookup.row], axis=0)
     new_places = g.op("GatherND", [selected, lookup.unknown])
-    computed = _neighbour_encoding(g, new_places, transformer)
-    exact = g.op("Gather", [g.const(table.reshape(-1, 1), "table"), lookup.row], axis=0)
-    return g.op("ScatterND", [exact, lookup.unknown, computed]), 1
+    return g.op("ScatterND", [exact, lookup.unknown, compute(new_places)]), width
 
 
 def _preprocess(g: _Graph, preprocess: Any) -> _Features:
@@ -559,11 +633,63 @@ def predict(fast: Any, feed: dict[str, NDArray[Any]]) -> NDArray[np.float64]:
     return np.concatenate(parts).astype(np.float64) if parts else np.empty(0)
 
 
-def agreement(model: Any, fast: Any, frame: pd.DataFrame) -> float:
-    """Largest relative difference between the sklearn pipeline and the fast form on ``frame``."""
-    expected = np.asarray(model.predict(frame), dtype=np.float64)
-    got = predict(fast, inputs(frame))
-    if got.shape != expected.shape:
+def _relative_difference(expected: NDArray[np.float64], got: NDArray[np.float64]) -> float:
+    if got.shape != expected.shape or not len(expected):
         return float("inf")
     scale = np.maximum(np.abs(expected), 1e-12)
     return float(np.max(np.abs(got - expected) / scale))
+
+
+def agreement(model: Any, fast: Any, frame: pd.DataFrame) -> float:
+    """Largest relative difference between the sklearn pipeline and the fast form on ``frame``."""
+    expected = np.asarray(model.predict(frame), dtype=np.float64)
+    return _relative_difference(expected, predict(fast, inputs(frame)))
+
+
+class Reference(msgspec.Struct, forbid_unknown_fields=True):
+    """Rows and the prices the sklearn pipeline gave them, kept in the graph's metadata."""
+
+    numeric: list[list[float | None]]
+    """``NUMERIC_FEATURES`` per row; null for a missing value."""
+    ocean_proximity: list[str]
+    prices: list[float]
+
+
+def reference_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """The check rows worth keeping: the head (the logged input example is its first rows)
+    and a few with a missing value, so the imputer's branch is checked too."""
+    head, rest = frame.head(REFERENCE_ROWS), frame.iloc[REFERENCE_ROWS:]
+    return pd.concat([head, rest[rest[NULLABLE].isna()].head(REFERENCE_MISSING)])
+
+
+def with_reference(onnx_bytes: bytes, model: Any, rows: pd.DataFrame) -> bytes:
+    """The graph with ``rows`` and scikit-learn's prices for them in its metadata."""
+    import onnx
+
+    feed = inputs(rows)
+    numeric = [[None if np.isnan(v) else float(v) for v in row] for row in feed[NUMERIC_INPUT]]
+    reference = Reference(
+        numeric=numeric,
+        ocean_proximity=[str(c) for c in feed[CATEGORY_INPUT][:, 0]],
+        prices=np.asarray(model.predict(rows), dtype=np.float64).tolist(),
+    )
+    graph = onnx.load_from_string(onnx_bytes)
+    entry = graph.metadata_props.add()
+    entry.key, entry.value = REFERENCE_KEY, msgspec.json.encode(reference).decode()
+    return bytes(graph.SerializeToString())
+
+
+def reference_difference(fast: Any) -> float | None:
+    """Largest relative difference between the graph, run here, and the prices scikit-learn
+    gave its reference rows at register time; None when the graph carries no reference."""
+    raw = fast.get_modelmeta().custom_metadata_map.get(REFERENCE_KEY)
+    if raw is None:
+        return None
+    reference = msgspec.json.decode(raw, type=Reference)
+    feed = {
+        NUMERIC_INPUT: np.array(reference.numeric, dtype=np.float64).reshape(
+            -1, len(NUMERIC_FEATURES)
+        ),
+        CATEGORY_INPUT: np.array(reference.ocean_proximity, dtype=object).reshape(-1, 1),
+    }
+    return _relative_difference(np.asarray(reference.prices, dtype=np.float64), predict(fast, feed))

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipeline import catalog
 from pipeline.metrics import regression_metrics
 from pipeline.storage import to_json
 
@@ -28,7 +29,7 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 ARTIFACT_PATH = "model"
 #: Written beside an exported model: what the registry knows, for loaders that can't ask it.
-METADATA_FILE = "registry.json"
+METADATA_FILE = catalog.EXPORT_METADATA
 #: Modules whose types a saved model may hold; anything else in the model is refused.
 TRUSTED_PREFIXES = ("pipeline.", "sklearn.", "numpy.", "builtins.", "scipy.", "collections.")
 RUNTIME_PACKAGES = ("scikit-learn", "numpy", "pandas", "scipy", "skops")
@@ -130,7 +131,8 @@ class Registry:
 
     def log_fast_form(self, model: Any, model_id: str, rows: pd.DataFrame) -> str:
         """The ONNX form as an artifact of the same logged model (so the registered version
-        carries both), only when it agrees with scikit-learn on ``rows``."""
+        carries both), only when it agrees with scikit-learn on ``rows``; it keeps some of them
+        with scikit-learn's prices, for the service's check at load."""
         from pipeline import fast_model
 
         try:
@@ -142,6 +144,7 @@ class Registry:
         if not diff <= fast_model.TOLERANCE:
             log.warning("fast form disagrees with scikit-learn by %.3g; not logged", diff)
             return f"none: differs from scikit-learn by {diff:.2g} on {len(rows)} rows"
+        onnx_bytes = fast_model.with_reference(onnx_bytes, model, fast_model.reference_rows(rows))
         with tempfile.TemporaryDirectory(prefix="housing-onnx-") as tmp:
             path = Path(tmp) / fast_model.FILENAME
             path.write_bytes(onnx_bytes)

@@ -10,15 +10,18 @@ import json
 import logging
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
+from pipeline.catalog import EXPORT_METADATA as METADATA
 from pipeline.report import metrics_of
 from service.settings import ServiceSettings
 
 log = logging.getLogger("service.loader")
+T = TypeVar("T")
 
 
 class ModelMeta(msgspec.Struct, kw_only=True):
@@ -31,31 +34,30 @@ class ModelMeta(msgspec.Struct, kw_only=True):
     test_metrics: dict[str, float] = {}
 
 
+SklearnForm = tuple[Any, Any]
+"""The fitted sklearn Pipeline and its logged input example (a DataFrame, or None)."""
+
+
 class Loaded(msgspec.Struct):
-    model: Any
     meta: ModelMeta
-    seconds: float
-    fast: bytes | None = None
-    """The ONNX form logged beside the sklearn model, if the registry has one."""
-    example: Any = None
-    """The input example logged with the model (a DataFrame), for the agreement check."""
+    fast: bytes | None
+    """The ONNX form logged beside the sklearn model, if the version has one."""
+    sklearn: Callable[[], SklearnForm]
+    """Fetches and loads the sklearn model: only called when the fast form can't serve, since
+    it is most of a start-up (seconds, against milliseconds for the graph)."""
 
 
-def read_model_folder(local: Path) -> tuple[Any, bytes | None, Any]:
-    """The sklearn model, its fast form and its input example, from an MLflow model folder."""
+def read_model_folder(local: Path) -> SklearnForm:
+    """The sklearn model and its input example, from an MLflow model folder."""
     import mlflow
     from mlflow.models import Model
 
-    from pipeline.fast_model import FILENAME
-
     model = mlflow.sklearn.load_model(str(local))
-    fast_file = local / FILENAME
-    fast = fast_file.read_bytes() if fast_file.is_file() else None
     try:
         example = Model.load(str(local)).load_input_example(str(local))
-    except Exception:  # an example that can't be read only costs the fast path
+    except Exception:  # an example that can't be read only costs the fast path's check
         example = None
-    return model, fast, example
+    return model, example
 
 
 def _meta(info: dict[str, Any], alias: str, source: str) -> ModelMeta:
@@ -86,7 +88,8 @@ def from_mlflow(settings: ServiceSettings) -> Loaded:
     import mlflow
     from mlflow import MlflowClient
 
-    began = time.perf_counter()
+    from pipeline.fast_model import FILENAME
+
     mlflow.set_tracking_uri(settings.tracking_uri)
     client = MlflowClient()
     name, version, alias = parse_models_uri(settings.model_uri)
@@ -94,52 +97,63 @@ def from_mlflow(settings: ServiceSettings) -> Loaded:
         mv = client.get_model_version_by_alias(name, alias)
     else:
         mv = client.get_model_version(name, version)
+    uri = f"models:/{name}/{mv.version}"
+    fast: bytes | None = None
     with tempfile.TemporaryDirectory(prefix="housing-serve-") as target:
-        local = mlflow.artifacts.download_artifacts(f"models:/{name}/{mv.version}", dst_path=target)
-        model, fast, example = read_model_folder(Path(local))
+        try:
+            local = mlflow.artifacts.download_artifacts(f"{uri}/{FILENAME}", dst_path=target)
+        except Exception:  # a version without a fast form is served by scikit-learn
+            log.info("no fast form in the registry", extra={"json_fields": {"uri": uri}})
+        else:
+            fast = Path(local).read_bytes()
+
+    def sklearn() -> SklearnForm:
+        with tempfile.TemporaryDirectory(prefix="housing-serve-") as target:
+            local = mlflow.artifacts.download_artifacts(uri, dst_path=target)
+            return read_model_folder(Path(local))
+
     info = {"name": name, "version": mv.version, "run_id": mv.run_id, "tags": dict(mv.tags)}
-    meta = _meta(info, alias, f"mlflow:{settings.model_uri}")
-    return Loaded(model, meta, time.perf_counter() - began, fast, example)
-
-
-def _fetch_gcs_folder(uri: str, client: Any, target: Path) -> Path:
-    from pipeline.storage import open_store
-
-    store = open_store(uri, client)
-    keys = store.list()
-    if not keys:
-        raise FileNotFoundError(f"no model files under {uri}")
-    for key in keys:
-        path = target / key
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(store.read_bytes(key))
-    return target
+    return Loaded(_meta(info, alias, f"mlflow:{settings.model_uri}"), fast, sklearn)
 
 
 def from_export(settings: ServiceSettings, gcs_client: Any = None) -> Loaded:
-    began = time.perf_counter()
+    from pipeline.fast_model import FILENAME
+    from pipeline.storage import open_store
+
     uri = settings.fallback
-    with tempfile.TemporaryDirectory(prefix="housing-serve-") as tmp:
-        local = (
-            _fetch_gcs_folder(uri, gcs_client, Path(tmp)) if uri.startswith("gs://") else Path(uri)
-        )
-        if not (local / "MLmodel").is_file():
-            raise FileNotFoundError(f"{uri} holds no MLflow model (no MLmodel file)")
-        model, fast, example = read_model_folder(local)
-        meta_file = local / "registry.json"
-        info: dict[str, Any] = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+    store = open_store(uri, gcs_client)
+    if not store.exists("MLmodel"):
+        raise FileNotFoundError(f"{uri} holds no MLflow model (no MLmodel file)")
+    fast = store.read_bytes(FILENAME) if store.exists(FILENAME) else None
+    info: dict[str, Any] = json.loads(store.read_bytes(METADATA)) if store.exists(METADATA) else {}
+
+    def sklearn() -> SklearnForm:
+        if not uri.startswith("gs://"):
+            return read_model_folder(Path(uri))
+        with tempfile.TemporaryDirectory(prefix="housing-serve-") as tmp:
+            for key in store.list():
+                path = Path(tmp) / key
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(store.read_bytes(key))
+            return read_model_folder(Path(tmp))
+
     meta = _meta(info, parse_models_uri(settings.model_uri)[2], f"export:{uri}")
-    return Loaded(model, meta, time.perf_counter() - began, fast, example)
+    return Loaded(meta, fast, sklearn)
 
 
-def load(settings: ServiceSettings, gcs_client: Any = None) -> tuple[Loaded | None, list[str]]:
-    """The model by the cascade, and why each earlier source was passed over."""
+def load(
+    settings: ServiceSettings, prepare: Callable[[Loaded], T], gcs_client: Any = None
+) -> tuple[T | None, list[str]]:
+    """The model by the cascade, made servable by ``prepare``, and why each earlier source was
+    passed over (a source whose model can't be prepared is passed over too)."""
     reasons: list[str] = []
     for source in ("mlflow", "export"):
+        began = time.perf_counter()
         try:
             loaded = (
                 from_mlflow(settings) if source == "mlflow" else from_export(settings, gcs_client)
             )
+            servable = prepare(loaded)
         except Exception as exc:
             reason = f"{source}: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
             log.warning("model source failed", extra={"json_fields": {"reason": reason}})
@@ -151,10 +165,10 @@ def load(settings: ServiceSettings, gcs_client: Any = None) -> tuple[Loaded | No
                 "json_fields": {
                     "source": loaded.meta.source,
                     "version": loaded.meta.version,
-                    "seconds": round(loaded.seconds, 3),
+                    "seconds": round(time.perf_counter() - began, 3),
                 }
             },
         )
-        return loaded, reasons
+        return servable, reasons
     log.error("no model could be loaded", extra={"json_fields": {"reasons": reasons}})
     return None, reasons

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import operator
 from typing import Any
 
 import numpy as np
@@ -29,47 +30,57 @@ def to_frame(houses: list[House]) -> pd.DataFrame:
     return pd.DataFrame(columns)
 
 
+_numeric = operator.attrgetter(*NUMERIC_FEATURES)
+
+
 def to_arrays(houses: list[House]) -> dict[str, Any]:
     """The fast form's inputs, built straight from the decoded houses (no DataFrame); a null
     ``total_bedrooms`` becomes NaN in the float array."""
-    numeric = np.array(
-        [[getattr(h, name) for name in NUMERIC_FEATURES] for h in houses], dtype=np.float64
-    )
+    numeric = np.array([_numeric(h) for h in houses], dtype=np.float64)
     ocean = np.array([[h.ocean_proximity] for h in houses], dtype=object)
     return {fast_model.NUMERIC_INPUT: numeric, fast_model.CATEGORY_INPUT: ocean}
 
 
 class Predictor:
-    """Wraps the fitted model — its fast form when that agrees with scikit-learn on the logged
-    example, else the scikit-learn Pipeline — and what the registry says about it."""
+    """Wraps the fitted model — its fast form when that reproduces scikit-learn's prices, else
+    the scikit-learn Pipeline — and what the registry says about it."""
 
     def __init__(self, loaded: Loaded):
-        self.model = loaded.model
         self.meta: ModelMeta = loaded.meta
-        self.load_seconds = loaded.seconds
         self.runtime = "scikit-learn"
         self.warnings: list[str] = []
+        self.model: Any = None
         self.fast: Any = None
         if loaded.fast is None:
             self.warnings.append("no fast form was registered with this version")
-            return
-        try:
-            fast = fast_model.session(loaded.fast)
-            if loaded.example is None:
+        else:
+            try:
+                self.fast = self._checked(loaded)
+                self.runtime = "onnxruntime"
+            except Exception as exc:
+                message = f"fast form not used, serving scikit-learn: {exc}"
+                self.warnings.append(message)
+                log.warning(message)
+        if self.fast is None and self.model is None:
+            self.model, _ = loaded.sklearn()
+
+    def _checked(self, loaded: Loaded) -> Any:
+        """The graph's session, once it reproduces scikit-learn: the prices kept in the graph,
+        or, for a graph without them, the sklearn model's on the logged example."""
+        assert loaded.fast is not None
+        fast = fast_model.session(loaded.fast)
+        diff = fast_model.reference_difference(fast)
+        if diff is None:
+            self.model, example = loaded.sklearn()
+            if example is None:
                 raise ValueError("the version has no input example to check it on")
-            diff = fast_model.agreement(self.model, fast, loaded.example)
-            if not diff <= fast_model.TOLERANCE:
-                raise ValueError(
-                    f"it differs from scikit-learn by {diff:.2g} on the logged example "
-                    f"(tolerance {fast_model.TOLERANCE:g})"
-                )
-        except Exception as exc:
-            message = f"fast form not used, serving scikit-learn: {exc}"
-            self.warnings.append(message)
-            log.warning(message)
-            return
-        self.fast = fast
-        self.runtime = "onnxruntime"
+            diff = fast_model.agreement(self.model, fast, example)
+        if not diff <= fast_model.TOLERANCE:
+            raise ValueError(
+                f"it differs from scikit-learn by {diff:.2g} on its reference rows "
+                f"(tolerance {fast_model.TOLERANCE:g})"
+            )
+        return fast
 
     def predict(self, houses: list[House]) -> list[float]:
         if self.fast is None:

@@ -44,6 +44,22 @@ def test_a_different_model_is_caught_by_the_agreement_check(housing):
     assert fast_model.agreement(model, session, unseen) > fast_model.TOLERANCE
 
 
+def test_the_graph_carries_scikit_learns_prices_and_is_checked_without_scikit_learn(housing):
+    model, unseen = fitted(housing, "knn", "hist_gradient_boosting", {"max_iter": 40})
+    nan_rows_last = pd.concat([unseen.iloc[40:], unseen.iloc[:40]])
+    rows = fast_model.reference_rows(nan_rows_last)
+    assert len(rows) == fast_model.REFERENCE_ROWS + fast_model.REFERENCE_MISSING
+    assert rows["total_bedrooms"].iloc[fast_model.REFERENCE_ROWS :].isna().all()
+    graph = fast_model.to_onnx(model)
+    assert fast_model.reference_difference(fast_model.session(graph)) is None
+    checked = fast_model.session(fast_model.with_reference(graph, model, rows))
+    assert fast_model.reference_difference(checked) <= fast_model.TOLERANCE
+    # Another model's prices (a graph and a reference that don't belong together) are caught.
+    other, _ = fitted(housing, "knn", "hist_gradient_boosting", {"max_iter": 41})
+    mismatched = fast_model.session(fast_model.with_reference(graph, other, rows))
+    assert fast_model.reference_difference(mismatched) > fast_model.TOLERANCE
+
+
 @pytest.mark.parametrize(
     ("imputer", "family", "message"),
     [
