@@ -30,18 +30,20 @@ OFFLINE_ENV = {
 }
 
 
-def install(session: nox.Session, *groups: str) -> None:
-    """Sync the session's venv to uv.lock with these dependency groups (a no-op when current)."""
+def install(session: nox.Session, *groups: str, location: str = "") -> None:
+    """Sync the session's venv to uv.lock with these dependency groups (a no-op when current),
+    compiled to bytecode as in the images: without .pyc files every start-up compiles its imports
+    (about 3 s more for the service, and this machine sets PYTHONDONTWRITEBYTECODE)."""
     if session.venv_backend not in {"uv", "virtualenv", "venv"}:
         session.error(f"unsupported venv backend {session.venv_backend}")
     if session.venv_backend != "uv":
         session.install("uv")
-    args = ["uv", "sync", "--locked", "--no-default-groups"]
+    args = ["uv", "sync", "--locked", "--no-default-groups", "--compile-bytecode"]
     for group in groups:
         args += ["--group", group]
     session.run_install(
         *args,
-        env={"UV_PROJECT_ENVIRONMENT": session.virtualenv.location},
+        env={"UV_PROJECT_ENVIRONMENT": location or session.virtualenv.location},
         silent=True,
         external=session.venv_backend == "uv",
     )
@@ -184,11 +186,17 @@ def bench(session: nox.Session) -> None:
     """Benchmarks that print figures and ratios: `nox -s bench -- pipeline`."""
     install(session, "dev")
     targets = session.posargs or ["pipeline", "service"]
-    if "service" in targets and shutil.which("wrk") is None:
-        session.run("apt-get", "install", "-y", "-q", "wrk", external=True)
+    env = offline_env()
+    if "service" in targets:
+        if shutil.which("wrk") is None:
+            session.run("apt-get", "install", "-y", "-q", "wrk", external=True)
+        # The server runs with the service group alone, as in its image and `nox -s serve`.
+        served = str(Path(session.virtualenv.location).with_name("bench-service"))
+        install(session, "service", location=served)
+        env["SERVICE_PYTHON"] = str(Path(served) / "bin" / "python")
     for target in targets:
         script = ROOT / "tests" / "bench" / f"{target}_bench.py"
         if not script.is_file():
             known = sorted(p.stem.removesuffix("_bench") for p in script.parent.glob("*_bench.py"))
             session.error(f"no benchmark {target!r}; choose from {', '.join(known)}")
-        session.run("python", str(script), env=offline_env())
+        session.run("python", str(script), env=env)

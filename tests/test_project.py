@@ -135,15 +135,6 @@ def test_dockerignore_keeps_data_venvs_and_reports_out():
     assert {".venv", ".nox", ".housing-mlops", "tests", "*.parquet", "*.db", "wandb"} <= ignored
 
 
-def test_service_dependency_group_is_lean():
-    import tomllib
-
-    groups = tomllib.loads((ROOT / "pyproject.toml").read_text())["dependency-groups"]
-    names = " ".join(str(g) for g in groups["service"])
-    for heavy in ("streamlit", "pulumi", "wandb", "optuna", "mlflow>"):
-        assert heavy not in names
-
-
 def test_nox_and_the_infra_cli_give_the_same_install_hint():
     import ast
 

@@ -60,7 +60,12 @@ class Service:
 
 @contextlib.contextmanager
 def run_server(
-    module: str, env: dict[str, str], log: Path, ready_path: str, timeout: float = 90
+    module: str,
+    env: dict[str, str],
+    log: Path,
+    ready_path: str,
+    timeout: float = 90,
+    python: str = sys.executable,
 ) -> Iterator[Service]:
     """``python -m <module>`` on a free loopback port (the image's CMD, outside Docker), until
     ``ready_path`` answers 200; always stopped."""
@@ -71,7 +76,7 @@ def run_server(
     full_env = {**inherited, **env, "PORT": str(port), "HOST": "127.0.0.1"}
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", module],
+            [python, "-m", module],
             env=full_env,
             stdout=out,
             stderr=subprocess.STDOUT,

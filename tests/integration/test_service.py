@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import os
 import shutil
 import signal
+import subprocess
 import time
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -17,7 +20,11 @@ from hypothesis import strategies as st
 
 from pipeline import schema
 from tests.conftest import free_port
+from tests.integration.conftest import run_server
 from tests.service.test_schemas import HOUSE
+
+ROOT = Path(__file__).parents[2]
+TRAINING_ONLY = ("streamlit", "pulumi", "wandb", "optuna", "flask", "onnx")
 
 
 def rows(frame: pd.DataFrame, n: int) -> list[dict]:
@@ -28,9 +35,16 @@ def rows(frame: pd.DataFrame, n: int) -> list[dict]:
     ]
 
 
-def test_predictions_equal_the_models_own(service, model_home, housing_sample):
+def champion(model_home):
+    """The champion's registry entry and its scikit-learn pipeline."""
     import mlflow
 
+    mlflow.set_tracking_uri(f"sqlite:///{model_home / 'mlflow.db'}")
+    version = mlflow.MlflowClient().get_model_version_by_alias("housing-price", "champion")
+    return version, mlflow.sklearn.load_model(f"models:/housing-price/{version.version}")
+
+
+def test_predictions_equal_the_models_own(service, model_home, housing_sample):
     houses = rows(housing_sample, 100)
     houses[0]["ocean_proximity"] = houses[0]["ocean_proximity"].lower()
     houses[1]["total_bedrooms"] = None
@@ -38,9 +52,7 @@ def test_predictions_equal_the_models_own(service, model_home, housing_sample):
         response = client.post("/api/v1/predict", json={"instances": houses})
     assert response.status_code == 200
     body = response.json()
-    mlflow.set_tracking_uri(f"sqlite:///{model_home / 'mlflow.db'}")
-    version = mlflow.MlflowClient().get_model_version_by_alias("housing-price", "champion")
-    model = mlflow.sklearn.load_model(f"models:/housing-price/{version.version}")
+    version, model = champion(model_home)
     frame = housing_sample[list(schema.FEATURES)].head(100).copy()
     frame.loc[frame.index[1], "total_bedrooms"] = np.nan
     expected = model.predict(frame)
@@ -54,6 +66,27 @@ def test_predictions_equal_the_models_own(service, model_home, housing_sample):
         "run_id": version.run_id,
     }
     assert response.headers["x-model-version"] == str(version.version)
+
+
+def test_concurrent_small_requests_each_get_their_own_prices(service, model_home, housing_sample):
+    """Small requests in flight together are priced in shared model calls; each answer must
+    still be its own houses' prices, in order."""
+    houses = rows(housing_sample, 60)
+    requests = [houses[i : i + n] for i, n in zip(range(0, 60, 3), [1, 2, 3] * 20, strict=False)]
+
+    def ask(instances: list[dict]) -> list[float]:
+        answer = httpx.post(service.url + "/api/v1/predict", json={"instances": instances})
+        assert answer.status_code == 200
+        return [p["predicted_price"] for p in answer.json()["predictions"]]
+
+    with concurrent.futures.ThreadPoolExecutor(12) as pool:
+        answers = list(pool.map(ask, requests))
+    _, model = champion(model_home)
+    for instances, got in zip(requests, answers, strict=True):
+        frame = pd.DataFrame(instances)[list(schema.FEATURES)].astype(
+            dict.fromkeys(schema.NUMERIC_FEATURES, float)
+        )
+        np.testing.assert_allclose(got, model.predict(frame), rtol=1e-5)
 
 
 def test_client_mistakes_are_4xx_with_the_field_named(service):
@@ -174,6 +207,99 @@ def test_a_broken_fast_form_falls_back_to_scikit_learn_and_says_so(
     assert "fast form not used" in svc.logs()
 
 
+def _edit_reference(graph_file, edit) -> None:
+    import onnx
+
+    from pipeline import fast_model
+
+    graph = onnx.load(graph_file)
+    (entry,) = [e for e in graph.metadata_props if e.key == fast_model.REFERENCE_KEY]
+    kept = [e for e in graph.metadata_props if e.key != fast_model.REFERENCE_KEY]
+    del graph.metadata_props[:]
+    graph.metadata_props.extend(kept)
+    value = edit(json.loads(entry.value))
+    if value is not None:
+        graph.metadata_props.add(key=fast_model.REFERENCE_KEY, value=json.dumps(value))
+    onnx.save(graph, graph_file)
+
+
+def _off_by_a_percent(reference: dict) -> dict:
+    return {**reference, "prices": [p * 1.01 for p in reference["prices"]]}
+
+
+@pytest.mark.parametrize(
+    ("change", "runtime", "warning"),
+    [
+        # The graph checks itself against the prices it carries: scikit-learn is never loaded.
+        ("no sklearn file", "onnxruntime", None),
+        # A graph from before references: checked against scikit-learn on the logged example.
+        ("no reference", "onnxruntime", None),
+        ("wrong reference", "scikit-learn", "differs from scikit-learn by 0.0099"),
+    ],
+)
+def test_the_fast_form_serves_only_once_it_reproduces_scikit_learn(
+    model_home, tmp_path, housing_sample, change, runtime, warning
+):
+    from service.loader import from_export
+    from service.predictor import Predictor
+    from service.schemas import parse_predict_request
+    from service.settings import ServiceSettings
+
+    export = tmp_path / "export"
+    shutil.copytree(model_home / "artifacts" / "models" / "housing-price" / "champion", export)
+    if change == "no sklearn file":
+        (export / "model.skops").unlink()
+    else:
+        edit = (lambda r: None) if change == "no reference" else _off_by_a_percent
+        _edit_reference(export / "model.onnx", edit)
+    predictor = Predictor(from_export(ServiceSettings(fallback_uri=str(export))))
+    assert predictor.runtime == runtime
+    assert (predictor.model is not None) == (change != "no sklearn file")
+    if warning is None:
+        assert predictor.warnings == []
+    else:
+        (message,) = predictor.warnings
+        assert warning in message
+    houses = parse_predict_request(json.dumps({"instances": rows(housing_sample, 3)}).encode(), 10)
+    assert all(p > 0 for p in predictor.predict(houses))
+
+
+def test_the_service_group_alone_serves_the_champion_from_the_local_registry(model_home, tmp_path):
+    """What `nox -s serve` installs — the service group and nothing else — reads the
+    pipeline's SQLite registry (not the export fallback) and carries no training stack."""
+    venv = tmp_path / "venv"
+    uv = shutil.which("uv")
+    assert uv, "uv is on PATH wherever the suite runs (.ci/run installs it)"
+    subprocess.run(
+        [uv, "sync", "--locked", "--no-default-groups", "--group", "service", "--quiet"],
+        cwd=ROOT,
+        env={**os.environ, "UV_PROJECT_ENVIRONMENT": str(venv)},
+        check=True,
+    )
+    python = str(venv / "bin" / "python")
+    found = subprocess.run(
+        [
+            python,
+            "-c",
+            "import importlib.util as u; print([m for m in "
+            + repr(TRAINING_ONLY)
+            + " if u.find_spec(m)])",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert found == "[]"
+    env = {"HOUSING_MLOPS_HOME": str(model_home)}
+    with run_server("service", env, tmp_path / "service.log", "/ready", python=python) as svc:
+        info = httpx.get(svc.url + "/api/v1/model").json()
+        assert info["source"] == "mlflow:models:/housing-price@champion"
+        assert (info["runtime"], info["warnings"]) == ("onnxruntime", [])
+        answer = httpx.post(svc.url + "/api/v1/predict", json={"instances": [HOUSE]})
+        assert answer.status_code == 200
+    assert "model source failed" not in svc.logs()
+
+
 def test_without_a_model_it_lives_but_is_not_ready(tmp_path, start_service):
     with (
         start_service({"HOUSING_MLOPS_HOME": str(tmp_path / "empty")}, ready=False) as svc,
@@ -273,4 +399,5 @@ def test_loads_the_export_from_gcs(gcs_client, gcs_export, housing_sample):
     assert loaded.meta.version == "1"
     houses = parse_predict_request(json.dumps({"instances": rows(housing_sample, 5)}).encode(), 10)
     prices = Predictor(loaded).predict(houses)
-    np.testing.assert_allclose(prices, loaded.model.predict(to_frame(houses)))
+    model, _ = loaded.sklearn()  # fetched from the bucket only when asked for
+    np.testing.assert_allclose(prices, model.predict(to_frame(houses)), rtol=1e-5)
