@@ -99,12 +99,10 @@ def from_mlflow(settings: ServiceSettings) -> Loaded:
         mv = client.get_model_version(name, version)
     uri = f"models:/{name}/{mv.version}"
     fast: bytes | None = None
-    with tempfile.TemporaryDirectory(prefix="housing-serve-") as target:
-        try:
+    files = {Path(f.path).name for f in mlflow.artifacts.list_artifacts(artifact_uri=uri)}
+    if FILENAME in files:  # a failed download fails this source, as any other error would
+        with tempfile.TemporaryDirectory(prefix="housing-serve-") as target:
             local = mlflow.artifacts.download_artifacts(f"{uri}/{FILENAME}", dst_path=target)
-        except Exception:  # a version without a fast form is served by scikit-learn
-            log.info("no fast form in the registry", extra={"json_fields": {"uri": uri}})
-        else:
             fast = Path(local).read_bytes()
 
     def sklearn() -> SklearnForm:

@@ -68,6 +68,8 @@ def test_register_then_serve_the_champion_through_the_server(
         info = http.get("/api/v1/model").json()
         assert info["source"].startswith("mlflow:")
         assert (info["version"], info["alias"]) == ("1", "champion")
+        # The fast form comes through the server's artifact proxy too.
+        assert (info["runtime"], info["warnings"]) == ("onnxruntime", [])
         answer = http.post("/api/v1/predict", json={"instances": [EXAMPLE_HOUSE]})
         assert answer.status_code == 200
         assert answer.headers["X-Model-Version"] == "1"
