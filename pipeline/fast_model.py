@@ -94,6 +94,16 @@ class _Graph:
     def scale(self, x: str, mean: Any, scale: Any) -> str:
         return self.op("Div", [self.op("Sub", [x, self.const(mean)]), self.const(scale)])
 
+    def all_columns(self, mask: str) -> str:
+        """[n, k] bool → [n, 1] bool: every column true."""
+        as_double = self.op("Cast", [mask], to=11)
+        return self.op("Cast", [self.op("ReduceMin", [as_double], axes=[1], keepdims=1)], to=9)
+
+    def rows(self, mask: str) -> str:
+        """[n, 1] bool → [m, 1] int64: the indices of the true rows, for GatherND/ScatterND."""
+        flat = self.op("Reshape", [mask, self.const([-1], "s", np.int64)])
+        return self.op("Transpose", [self.op("NonZero", [flat])])
+
     def squared_distances(self, x: str, points: NDArray[np.float64]) -> str:
         """[n, d] against [m, d] → [n, m], summing (x - p)² per coordinate in order, as
         scikit-learn's neighbour search does: the expanded ||x||² - 2x·p + ||p||² reorders
@@ -138,16 +148,8 @@ def _knn_imputer(g: _Graph, x: str, imputer: Any) -> str:
         raise NotConvertibleError("KNN imputer donors have missing values in other columns")
     z = g.scale(x, imputer.mean_[None, :], imputer.scale_[None, :])
     column = g.columns(z, [j])
-    # Only the rows that miss the value search the donors: [m, 1] indices of those rows.
-    missing = g.op(
-        "Transpose",
-        [
-            g.op(
-                "NonZero",
-                [g.op("Squeeze", [g.op("IsNaN", [column]), g.const([1], "ax", np.int64)])],
-            )
-        ],
-    )
+    # Only the rows that miss the value search the donors.
+    missing = g.rows(g.op("IsNaN", [column]))
     rows = g.op("GatherND", [z, missing])
     d2 = g.squared_distances(g.columns(rows, others), donors[:, others])
     k = g.const([knn.n_neighbors], "k", np.int64)
@@ -310,13 +312,8 @@ def _coordinates(g: _Graph, encode: Any, x: str, cols: list[str], names: list[st
     )
     row = g.op("Max", [found, g.const(0, "zero", np.int64)])
     place = g.op("Gather", [g.const(points, "points"), row], axis=0)
-    same = g.op("Cast", [g.op("Equal", [place, coords])], to=11)
-    known = g.op("Cast", [g.op("ReduceMin", [same], axes=[1], keepdims=1)], to=9)
-    unknown = g.op(
-        "Transpose",
-        [g.op("NonZero", [g.op("Not", [g.op("Reshape", [known, g.const([-1], "s", np.int64)])])])],
-    )
-    return _Lookup(row, unknown, points)
+    known = g.all_columns(g.op("Equal", [place, coords]))
+    return _Lookup(row, g.rows(g.op("Not", [known])), points)
 
 
 #: New places this near a training place (degrees) have their neighbour price precomputed on
@@ -332,6 +329,8 @@ def _neighbour_grid(
     a training place (NaN elsewhere), flattened; with the box's lowest grid index and shape."""
     from sklearn.neighbors import KDTree
 
+    if len(cols) != 2 or not all(c in RANGES for c in cols):
+        raise NotConvertibleError(f"neighbour prices need two coordinate columns, got {cols}")
     axes = [np.arange(round(RANGES[c].min * _GRID), round(RANGES[c].max * _GRID) + 1) for c in cols]
     mesh = np.meshgrid(*axes, indexing="ij")
     points = np.column_stack([m.ravel() for m in mesh]) / _GRID
@@ -366,7 +365,7 @@ def _grid_neighbour_encoding(g: _Graph, selected: str, transformer: Any, cols: l
             ),
         ],
     )
-    on_grid = g.op("Cast", [g.op("ReduceMin", [g.op("Cast", [fits], to=11)], axes=[1])], to=9)
+    on_grid = g.all_columns(fits)
     safe = g.op("Where", [on_grid, index, g.const(0.0)])
     flat = g.op(
         "Add",
@@ -375,10 +374,7 @@ def _grid_neighbour_encoding(g: _Graph, selected: str, transformer: Any, cols: l
     flat = g.op("Reshape", [g.op("Cast", [flat], to=7), g.const([-1], "s", np.int64)])
     value = g.op("Gather", [g.const(table[:, None], "grid"), flat], axis=0)
     known = g.op("And", [on_grid, g.op("Not", [g.op("IsNaN", [value])])])
-    unknown = g.op(
-        "Transpose",
-        [g.op("NonZero", [g.op("Not", [g.op("Reshape", [known, g.const([-1], "s", np.int64)])])])],
-    )
+    unknown = g.rows(g.op("Not", [known]))
     computed = _neighbour_encoding(g, g.op("GatherND", [selected, unknown]), transformer)
     return g.op("ScatterND", [value, unknown, computed])
 
@@ -398,33 +394,21 @@ def _one_hot(g: _Graph, encoder: Any) -> str:
     return g.op("Cast", [flat], to=11)
 
 
-def _coordinate_feature(
+def _cluster_similarity(
     g: _Graph, transformer: Any, selected: str, cols: list[str], lookup: _Lookup | None
 ) -> tuple[str, int]:
-    """Cluster similarities and neighbour prices: scikit-learn's own values (a table) for
-    training places; computed for new places only."""
-    from pipeline.transformers import ClusterSimilarity
+    """Cluster similarities: scikit-learn's own values (a table) for training places; computed
+    for new places only."""
+    centres = np.asarray(transformer.kmeans_.cluster_centers_, dtype=np.float64)
+    gamma = g.const(-float(transformer.gamma))
+    width = centres.shape[0]
 
-    compute: Callable[[str], str]
-    if isinstance(transformer, ClusterSimilarity):
-        centres = np.asarray(transformer.kmeans_.cluster_centers_, dtype=np.float64)
-        gamma = g.const(-float(transformer.gamma))
-        width = centres.shape[0]
-
-        def compute(places: str) -> str:
-            return g.op("Exp", [g.op("Mul", [g.squared_distances(places, centres), gamma])])
-    else:
-        if len(cols) == 2 and all(c in RANGES for c in cols):
-            return _grid_neighbour_encoding(g, selected, transformer, cols), 1
-        width = 1
-
-        def compute(places: str) -> str:
-            return _neighbour_encoding(g, places, transformer)
+    def compute(places: str) -> str:
+        return g.op("Exp", [g.op("Mul", [g.squared_distances(places, centres), gamma])])
 
     if lookup is None:
         return compute(selected), width
-    points = pd.DataFrame(lookup.points, columns=cols)
-    table = np.asarray(transformer.transform(points), dtype=np.float64).reshape(-1, width)
+    table = np.asarray(transformer.transform(pd.DataFrame(lookup.points, columns=cols)))
     exact = g.op("Gather", [g.const(table, "table"), lookup.row], axis=0)
     new_places = g.op("GatherND", [selected, lookup.unknown])
     return g.op("ScatterND", [exact, lookup.unknown, compute(new_places)]), width
@@ -474,9 +458,11 @@ def _preprocess(g: _Graph, preprocess: Any) -> _Features:
                 raise NotConvertibleError("StandardScaler without mean or std")
             scaled = g.scale(selected, transformer.mean_[None, :], transformer.scale_[None, :])
             f.add(scaled, len(cols))
-        elif isinstance(transformer, ClusterSimilarity | NeighborTargetEncoder):
+        elif isinstance(transformer, ClusterSimilarity):
             lookup = lookup or _coordinates(g, encode, x, cols, names)
-            f.add(*_coordinate_feature(g, transformer, selected, cols, lookup))
+            f.add(*_cluster_similarity(g, transformer, selected, cols, lookup))
+        elif isinstance(transformer, NeighborTargetEncoder):
+            f.add(_grid_neighbour_encoding(g, selected, transformer, cols), 1)
         else:
             raise NotConvertibleError(f"no ONNX translation for {type(transformer).__name__}")
     return f
