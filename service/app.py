@@ -19,7 +19,7 @@ from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
 from pipeline.schema import OCEAN_PROXIMITY
 from service import loader
-from service.batching import SMALL_REQUEST, MicroBatcher
+from service.batching import MicroBatcher
 from service.observability import MODEL_VERSION, PREDICTIONS, request_log_middleware
 from service.openapi import PredictOperation, openapi_config, predict_components, swagger_assets
 from service.predictor import Predictor
@@ -74,10 +74,7 @@ async def predict(request: Request[Any, Any, State], state: State) -> Response[P
     houses = parse_predict_request(await request.body(), state.settings.max_instances)
     predictor = _predictor(state)
     request.scope["state"]["batch_size"] = len(houses)
-    if len(houses) < SMALL_REQUEST:
-        prices = await state.batcher(houses)
-    else:
-        prices = predictor.predict(houses)
+    prices = await state.batcher(houses)
     meta = predictor.meta
     PREDICTIONS.labels(meta.version).inc(len(prices))
     body = PredictResponse(

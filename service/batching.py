@@ -20,15 +20,16 @@ SMALL_REQUEST = 16
 
 
 class MicroBatcher(Generic[Row]):
-    """Awaitable ``predict``: coalesces calls made during one turn of the event loop."""
+    """Awaitable ``predict``: coalesces small calls made during one turn of the event loop;
+    a large one is priced at once, alone."""
 
     def __init__(self, predict: Callable[[list[Row]], Sequence[float]]):
         self._predict = predict
         self._pending: list[tuple[Sequence[Row], asyncio.Future[list[float]]]] = []
-        self.calls = 0
-        """Model calls made (each may serve several requests)."""
 
     async def __call__(self, rows: Sequence[Row]) -> list[float]:
+        if len(rows) >= SMALL_REQUEST:
+            return list(self._predict(list(rows)))
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[list[float]] = loop.create_future()
         if not self._pending:
@@ -39,7 +40,6 @@ class MicroBatcher(Generic[Row]):
 
     def _flush(self) -> None:
         batch, self._pending = self._pending, []
-        self.calls += 1
         try:
             prices = list(self._predict([row for rows, _ in batch for row in rows]))
         except Exception as exc:

@@ -116,7 +116,7 @@ def from_mlflow(settings: ServiceSettings) -> Loaded:
 
 def from_export(settings: ServiceSettings, gcs_client: Any = None) -> Loaded:
     from pipeline.fast_model import FILENAME
-    from pipeline.storage import open_store
+    from pipeline.storage import LocalStore, open_store
 
     uri = settings.fallback
     store = open_store(uri, gcs_client)
@@ -129,10 +129,9 @@ def from_export(settings: ServiceSettings, gcs_client: Any = None) -> Loaded:
         if not uri.startswith("gs://"):
             return read_model_folder(Path(uri))
         with tempfile.TemporaryDirectory(prefix="housing-serve-") as tmp:
+            local = LocalStore(tmp)
             for key in store.list():
-                path = Path(tmp) / key
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(store.read_bytes(key))
+                local.write_bytes(key, store.read_bytes(key))
             return read_model_folder(Path(tmp))
 
     meta = _meta(info, parse_models_uri(settings.model_uri)[2], f"export:{uri}")

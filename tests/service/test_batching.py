@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from service.batching import MicroBatcher
+from service.batching import SMALL_REQUEST, MicroBatcher
 
 
 def doubled(calls: list[list[int]]):
@@ -71,3 +71,16 @@ def test_a_request_cancelled_while_waiting_does_not_break_the_others():
         return await kept
 
     assert asyncio.run(main()) == [4.0]
+
+
+def test_a_large_request_is_priced_alone_at_once():
+    calls: list[list[int]] = []
+    batcher = MicroBatcher(doubled(calls))
+    large = list(range(SMALL_REQUEST))
+
+    async def main():
+        return await asyncio.gather(batcher([100]), batcher(large))
+
+    small, priced = asyncio.run(main())
+    assert (small, priced) == ([200.0], [2.0 * r for r in large])
+    assert calls == [large, [100]]
