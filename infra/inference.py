@@ -34,7 +34,6 @@ class InferenceArgs(cloudrun.WorkloadArgs, frozen=True, kw_only=True):
     cpu: str = "1"
     memory: str = "1Gi"
     concurrency: int = 40
-    deletion_protection: bool = False
 
 
 def model_env(version: int, bucket: str, tracking_url: str | None) -> list[dict[str, Any]]:

@@ -31,7 +31,6 @@ class TrackingArgs(cloudrun.WorkloadArgs, frozen=True, kw_only=True):
     cpu: str = "1"
     memory: str = "2Gi"
     max_instances: int = 2
-    deletion_protection: bool = False
 
 
 def allowed_hosts(service: str) -> str:

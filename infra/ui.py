@@ -19,7 +19,6 @@ class UIArgs(cloudrun.WorkloadArgs, frozen=True, kw_only=True):
     api_url: pulumi.Input[str]
     public: bool = False
     max_instances: int = 2
-    deletion_protection: bool = False
 
 
 class UI(pulumi.ComponentResource):
