@@ -11,8 +11,9 @@ Two measures make the graph decide exactly as scikit-learn does:
 
 - splits on ``log1p`` features are moved to the untransformed value (a count or a ratio, both
   bit-identical in ONNX): the threshold becomes the largest raw value numpy maps below it;
-- coordinate features (cluster similarities, neighbour prices) are looked up, as scikit-learn
-  computed them, for every coordinate seen in training, and computed only for new places.
+- coordinate features are looked up as scikit-learn computed them: cluster similarities for
+  every place seen in training, neighbour prices for every 0.01° grid point near one; only
+  other places are computed.
 
 The graph carries a reference (:class:`Reference`): rows and the prices scikit-learn gave them
 at register time. The service serves the graph only after it reproduces those prices
