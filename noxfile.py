@@ -57,6 +57,25 @@ def offline_env(**extra: str) -> dict[str, str]:
     return env
 
 
+#: The part of the offline env that hides Google's metadata server. Sessions that run Pulumi
+#: against a real project must not carry it: credentials from a metadata server (Cloud Build, a
+#: VM) could not be found.
+METADATA_SANDBOX = ("NO_GCE_CHECK", "GCE_METADATA_HOST", "GCE_METADATA_IP")
+#: Sessions that run the Pulumi CLI against a real stack (`plan` runs under mocks, `pin` only
+#: edits a stack file: both stay offline).
+PULUMI_SESSIONS = frozenset({"preview", "up", "destroy", "canary", "promote", "rollback"})
+
+
+def session_env(name: str) -> dict[str, str | None]:
+    """What session `name` sets on top of the caller's environment: the offline env, except that
+    the Pulumi sessions remove the metadata sandbox, even when the calling shell (a test run)
+    exported it — nox drops a variable whose value is None."""
+    env: dict[str, str | None] = dict(offline_env())
+    if name in PULUMI_SESSIONS:
+        env.update(dict.fromkeys(METADATA_SANDBOX))
+    return env
+
+
 @nox.session(python=PYTHON)
 def pipeline(session: nox.Session) -> None:
     """Train, evaluate and register a model: `nox -s pipeline -- [run options]`."""
@@ -131,7 +150,7 @@ def _infra(session: nox.Session, *args: str, needs_cli: bool) -> None:
     if needs_cli and shutil.which("pulumi") is None:
         session.error(PULUMI_HINT)
     install(session, "infra")
-    session.run("python", "-m", *args, env=offline_env())
+    session.run("python", "-m", *args, env=session_env(session.name))
 
 
 @nox.session(python=PYTHON)
@@ -169,9 +188,11 @@ def canary(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def promote(session: nox.Session) -> None:
-    """The canary takes all traffic: `nox -s promote -- <stack> [--no-up]`."""
-    args = _stack_args(session, "<stack> [--no-up]")
-    _infra(session, "infra.cli", "promote", *args, needs_cli="--no-up" not in args)
+    """The canary takes all traffic and becomes the stable revision: `nox -s promote -- <stack>
+    [--revision REV] [--no-up]` (REV: default the stack's canary_revision output)."""
+    args = _stack_args(session, "<stack> [--revision REV] [--no-up]")
+    needs_cli = "--no-up" not in args or "--revision" not in args
+    _infra(session, "infra.cli", "promote", *args, needs_cli=needs_cli)
 
 
 @nox.session(python=PYTHON)
@@ -179,6 +200,14 @@ def rollback(session: nox.Session) -> None:
     """All traffic back to the stable revision: `nox -s rollback -- <stack> [--no-up]`."""
     args = _stack_args(session, "<stack> [--no-up]")
     _infra(session, "infra.cli", "rollback", *args, needs_cli="--no-up" not in args)
+
+
+@nox.session(python=PYTHON)
+def pin(session: nox.Session) -> None:
+    """Point the stack file at images by digest, without Pulumi: `nox -s pin -- <stack> --image
+    PART=REF [--image PART=REF …]` (PART: mlflow, pipeline, ui, service; REF: path@sha256:…)."""
+    args = _stack_args(session, "<stack> --image PART=REF …")
+    _infra(session, "infra.cli", "pin", *args, needs_cli=False)
 
 
 @nox.session(python=PYTHON)

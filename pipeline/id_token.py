@@ -4,30 +4,90 @@ Private MLflow on Cloud Run needs ``Authorization: Bearer <ID token>``; a static
 ``MLFLOW_TRACKING_TOKEN`` dies after an hour, in the middle of a long tuning job. The provider
 below is registered under MLflow's ``mlflow.request_header_provider`` entry point and, when
 ``MLFLOW_TRACKING_AUDIENCE`` is set, adds a token refreshed before it expires.
+
+Tokens come from a service-account key or impersonation file, the metadata server (Cloud Run, a
+VM), or workload identity federation: an ``external_account`` file (GitHub Actions'
+``google-github-actions/auth`` writes one) can't mint ID tokens itself, so its federated token
+asks the IAM Credentials API for one as the service account it impersonates.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 AUDIENCE_VAR = "MLFLOW_TRACKING_AUDIENCE"
+#: The service account whose ID tokens external-account credentials mint, when their file doesn't
+#: name one (``service_account_impersonation_url``).
+SERVICE_ACCOUNT_VAR = "GOOGLE_ID_TOKEN_SERVICE_ACCOUNT"
+_CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
+#: What an ``external_account`` file impersonates with; the federated token does it here instead.
+_IMPERSONATION_KEYS = ("service_account_impersonation_url", "service_account_impersonation")
+
+
+def _credentials_file() -> dict[str, Any] | None:
+    """The parsed ``GOOGLE_APPLICATION_CREDENTIALS`` file, or None (no file, or not JSON: then
+    google-auth's own lookup reports it)."""
+    path = os.environ.get("GOOGLE_APPLICATION_CREDENTIALS")
+    if not path:
+        return None
+    try:
+        info = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) else None
+
+
+def _external_account_id_token(info: dict[str, Any], audience: str) -> Any:
+    """ID-token credentials from workload identity federation: the federated token (no
+    impersonation of its own) calls ``generateIdToken`` for the service account the file
+    impersonates, or ``$GOOGLE_ID_TOKEN_SERVICE_ACCOUNT``."""
+    from google.auth import exceptions, identity_pool, impersonated_credentials
+
+    def load(config: dict[str, Any]) -> Any:
+        try:
+            return identity_pool.Credentials.from_info(config, scopes=[_CLOUD_PLATFORM])
+        except ValueError as error:
+            raise exceptions.DefaultCredentialsError(
+                f"GOOGLE_APPLICATION_CREDENTIALS: unsupported external_account file: {error}"
+            ) from error
+
+    email = load(info).service_account_email or os.environ.get(SERVICE_ACCOUNT_VAR, "")
+    if not email:
+        raise exceptions.DefaultCredentialsError(
+            "GOOGLE_APPLICATION_CREDENTIALS holds workload identity federation credentials "
+            "(external_account) that impersonate no service account, and those can't mint ID "
+            f"tokens: set {SERVICE_ACCOUNT_VAR} to the service account to mint them as (or give "
+            "google-github-actions/auth a service_account)"
+        )
+    federated = load({k: v for k, v in info.items() if k not in _IMPERSONATION_KEYS})
+    target = impersonated_credentials.Credentials(
+        source_credentials=federated, target_principal=email, target_scopes=[_CLOUD_PLATFORM]
+    )
+    return impersonated_credentials.IDTokenCredentials(
+        target, target_audience=audience, include_email=True
+    )
 
 
 def _google_credentials(audience: str) -> Any:
     import google.auth.transport.requests
     from google.oauth2 import id_token
 
+    info = _credentials_file()
+    if info is not None and info.get("type") == "external_account":
+        return _external_account_id_token(info, audience)
     request = google.auth.transport.requests.Request()
     return id_token.fetch_id_token_credentials(audience, request=request)
 
 
 class GoogleIdToken:
-    """ID tokens from google-auth (service account key, metadata server or gcloud user),
-    refreshed ``refresh_margin`` before expiry; safe to share between threads."""
+    """ID tokens from google-auth (service account key, metadata server, workload identity
+    federation), refreshed ``refresh_margin`` before expiry; safe to share between threads."""
 
     def __init__(
         self,
