@@ -1,5 +1,11 @@
 """The Google APIs the platform uses, enabled by the program so a fresh project works on the
-first ``pulumi up``."""
+first ``pulumi up``.
+
+Two can't enable themselves: Service Usage (which ``projects.Service`` calls) and Cloud Resource
+Manager (read by ``projects.Service`` and needed by every project-level IAM member). The README's
+first step enables both with ``gcloud services enable``; they are declared here too, so the stack
+records that it needs them and a destroy never turns them off.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,8 @@ import pulumi
 import pulumi_gcp as gcp
 
 SERVICES = (
+    "serviceusage.googleapis.com",
+    "cloudresourcemanager.googleapis.com",
     "artifactregistry.googleapis.com",
     "cloudscheduler.googleapis.com",
     "iam.googleapis.com",
@@ -14,6 +22,7 @@ SERVICES = (
     "run.googleapis.com",
     "secretmanager.googleapis.com",
     "sqladmin.googleapis.com",
+    "storage.googleapis.com",
     "sts.googleapis.com",
 )
 

@@ -2,7 +2,8 @@
 
 ``preview``, ``up`` and ``destroy`` drive the Pulumi CLI through the Automation API, with the
 policy pack; ``canary``, ``promote`` and ``rollback`` edit the release section of
-``Pulumi.<stack>.yaml`` (a reviewable diff) and then run ``up`` unless ``--no-up``.
+``Pulumi.<stack>.yaml`` (a reviewable diff) and then run ``up`` unless ``--no-up``; ``pin`` points
+the stack file at image digests and never calls Pulumi.
 """
 
 from __future__ import annotations
@@ -54,26 +55,52 @@ def destroy(name: str) -> None:
 
 
 ACTIONS = {"preview": preview, "up": up, "destroy": destroy}
-EDITS = {"promote": stackfile.promote, "rollback": stackfile.rollback}
 
 
-def live_revision(name: str, given: str | None) -> str:
-    """The revision serving users now: as given, else from the stack's outputs."""
+def stack_output(name: str, key: str, given: str | None, flag: str) -> str:
+    """A revision name: as given on the command line, else the stack's ``key`` output (names
+    hash resolved outputs, so only the stack knows them)."""
     if given:
         return given
     try:
         outputs = _stack(name).outputs()
     except CLIMissingError:
-        raise CLIMissingError(
-            f"{INSTALL_HINT}; or name the live revision with --stable-revision"
-        ) from None
-    live = outputs.get("live_revision")
-    if live is None or not live.value:
+        raise CLIMissingError(f"{INSTALL_HINT}; or name the revision with {flag}") from None
+    value = outputs.get(key)
+    if value is None or not value.value:
         raise ReleaseError(
-            f"stack {name} has no live_revision output yet: deploy a first release with "
-            "canaryPercent 100"
+            f"stack {name} has no {key} output: deploy a first release with canaryPercent 100"
+            if key == "live_revision"
+            else f"stack {name} has no {key} output: nothing is on trial to promote"
         )
-    return str(live.value)
+    return str(value.value)
+
+
+def edit(args: argparse.Namespace, before: str) -> str:
+    """The stack file's new text for an editing command."""
+    if args.command == "canary":
+        first = stackfile.read_release(before) is None
+        stable = (
+            ""
+            if first
+            else stack_output(
+                args.stack, "live_revision", args.stable_revision, "--stable-revision"
+            )
+        )
+        return stackfile.canary(before, args.model_version, args.percent, stable, args.image)
+    if args.command == "promote":
+        revision = stack_output(args.stack, "canary_revision", args.revision, "--revision")
+        return stackfile.promote(before, revision)
+    if args.command == "pin":
+        return stackfile.pin(before, dict(args.image))
+    return stackfile.rollback(before)
+
+
+def _image(value: str) -> tuple[str, str]:
+    part, sep, ref = value.partition("=")
+    if not sep or not ref:
+        raise argparse.ArgumentTypeError(f"{value!r} is not PART=REF (e.g. service=…@sha256:…)")
+    return part, ref
 
 
 def main(argv: list[str] | None = None, root: Path = ROOT) -> int:
@@ -87,33 +114,34 @@ def main(argv: list[str] | None = None, root: Path = ROOT) -> int:
     canary.add_argument("--percent", type=int, required=True)
     canary.add_argument("--image", help="new service image (default: keep the current one)")
     canary.add_argument("--stable-revision", help="default: the stack's live_revision output")
-    for command, help_text in (
-        ("promote", "the canary takes all traffic"),
-        ("rollback", "the stable revision takes all traffic back"),
-    ):
-        sub.add_parser(command, help=help_text).add_argument("stack")
+    promote = sub.add_parser("promote", help="the canary takes all traffic and becomes stable")
+    promote.add_argument("stack")
+    promote.add_argument("--revision", help="default: the stack's canary_revision output")
+    sub.add_parser("rollback", help="the stable revision takes all traffic back").add_argument(
+        "stack"
+    )
+    pin = sub.add_parser("pin", help="point the stack file at images (by digest)")
+    pin.add_argument("stack")
+    pin.add_argument(
+        "--image", type=_image, action="append", required=True, metavar="PART=REF",
+        help=f"PART is one of {', '.join(stackfile.IMAGE_PARTS)}; repeatable",
+    )  # fmt: skip
     for command in ("canary", "promote", "rollback"):
         sub.choices[command].add_argument(
             "--no-up", action="store_true", help="only edit the stack file"
         )
     args = parser.parse_args(argv)
     try:
-        if args.command in {"canary", "promote", "rollback"}:
+        if args.command in {"canary", "promote", "rollback", "pin"}:
             path = stack_file(args.stack, root)
             if not path.is_file():
                 raise ConfigError(f"{path.name} not found: create it with `pulumi stack init`")
             before = path.read_text()
-            if args.command == "canary":
-                stable = live_revision(args.stack, args.stable_revision)
-                after = stackfile.canary(
-                    before, args.model_version, args.percent, stable, args.image
-                )
-            else:
-                after = EDITS[args.command](before)
+            after = edit(args, before)
             config_from_text(after, args.stack)  # the whole stack still valid, before writing
             path.write_text(after)
             _print_diff(before, after, path)
-            if args.no_up:
+            if args.command == "pin" or args.no_up:
                 return 0
             up(args.stack)
         else:

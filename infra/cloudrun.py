@@ -18,6 +18,11 @@ class WorkloadArgs(msgspec.Struct, frozen=True, kw_only=True):
     service_account: pulumi.Input[str]
     """The workload's own service account (email)."""
     deletion_protection: bool = False
+    environment: str = "dev"
+    """``prod`` or ``dev``: a label the policy pack reads (prod deploys images by digest)."""
+
+    def labels(self) -> dict[str, str]:
+        return {"environment": self.environment}
 
 
 CLOUDSQL_VOLUME = "cloudsql"
@@ -93,6 +98,7 @@ def service(
     template: Any,
     deletion_protection: bool,
     opts: pulumi.ResourceOptions,
+    labels: Mapping[str, str],
     traffics: Any = None,
 ) -> Any:
     """A Cloud Run v2 service declared the way every part of the platform needs it: public
@@ -106,6 +112,7 @@ def service(
         project=project,
         location=region,
         ingress="INGRESS_TRAFFIC_ALL",
+        labels=dict(labels),
         deletion_protection=deletion_protection,
         invoker_iam_disabled=False,
         scaling={"min_instance_count": 0},

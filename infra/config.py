@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 
+from infra.sql_tiers import ENTERPRISE, tier_problem
 from infra.traffic import Release, ReleaseError, validate
 
 NAMESPACE = "housing-mlops"
@@ -20,6 +21,8 @@ NAMESPACE = "housing-mlops"
 PUBLIC_MEMBERS = frozenset({"allUsers", "allAuthenticatedUsers"})
 _MEMBER = re.compile(r"^(user|group|serviceAccount|domain|principal|principalSet):\S+$")
 _REPOSITORY = re.compile(r"^[A-Za-z0-9-]+/[A-Za-z0-9._-]+$")
+#: An image reference pinned to its content: ``<registry path>@sha256:<64 hex>``.
+DIGEST_REF = re.compile(r"^[a-z0-9][a-z0-9./_:-]*@sha256:[0-9a-f]{64}$")
 
 
 class ConfigError(ValueError):
@@ -35,17 +38,26 @@ class _Section(
 class DatabaseConfig(_Section, frozen=True):
     tier: str = "db-f1-micro"
     """Cloud SQL machine tier."""
+    edition: str = ENTERPRISE
+    """ENTERPRISE or ENTERPRISE_PLUS; must fit the tier (PostgreSQL 16+ would otherwise default
+    to ENTERPRISE_PLUS, which refuses shared-core and custom tiers)."""
     deletion_protection: bool = True
     """Refuse to delete the instance; must stay true in production."""
 
 
 class ImagesConfig(_Section, frozen=True):
-    """Image references (by digest in CI). Empty: that part is not deployed yet, so a first
-    ``pulumi up`` can create the registry before any image exists."""
+    """Image references, by digest (``nox -s pin`` writes them; CI commits them back). Empty:
+    that part is not deployed yet, so a first ``pulumi up`` can create the registry before any
+    image exists."""
 
     mlflow: str = ""
     pipeline: str = ""
     ui: str = ""
+    service: str = ""
+    """The service image new releases use (``release.image`` defaults to it)."""
+
+    def refs(self) -> dict[str, str]:
+        return {p: v for p, v in msgspec.structs.asdict(self).items() if v}
 
 
 class TrackingConfig(_Section, frozen=True):
@@ -75,6 +87,9 @@ class PipelineConfig(_Section, frozen=True):
 class ServiceConfig(_Section, frozen=True):
     public: bool = False
     """Grant ``allUsers`` the invoker role; otherwise callers need an ID token."""
+    invokers: tuple[str, ...] = ()
+    """Members (``user:…``, ``group:…``, ``serviceAccount:…``) allowed to call a private API,
+    beside the UI and CI accounts."""
     min_instances: int = 0
     max_instances: int = 4
     cpu: str = "1"
@@ -92,6 +107,17 @@ class UIConfig(_Section, frozen=True):
 class GitHubConfig(_Section, frozen=True):
     repository: str = ""
     """``owner/name`` whose Actions may deploy through Workload Identity Federation."""
+    repository_id: str = ""
+    """The repository's numeric id (``gh api repos/OWNER/NAME --jq .id``): a name can be taken
+    over after a rename or deletion, an id can't. Required on production stacks."""
+    repository_owner_id: str = ""
+    """The owner's numeric id (``gh api users/OWNER --jq .id``). Required on production."""
+    ref: str = ""
+    """The only git ref whose workflows may deploy; default ``refs/heads/main`` on production,
+    any ref elsewhere."""
+    environment: str = ""
+    """The GitHub environment a deploying job must run in (``environment:`` in the workflow);
+    empty: any."""
 
 
 class Settings(_Section, frozen=True):
@@ -141,11 +167,15 @@ def parse(values: Mapping[str, Any], stack: str) -> StackConfig:
         message, _, path = str(exc).rpartition(" - at `")
         where = _key(path.rstrip("`")) if path else NAMESPACE
         raise ConfigError(f"{where}: {message or exc}") from None
+    fields = msgspec.structs.asdict(decoded)
+    release = decoded.release
+    if release is not None and not release.image and decoded.images.service:
+        fields["release"] = msgspec.structs.replace(release, image=decoded.images.service)
     config = StackConfig(
         stack=stack,
         project=str(values["gcp:project"]),
         region=str(values["gcp:region"]),
-        **msgspec.structs.asdict(decoded),
+        **fields,
     )
     check(config)
     return config
@@ -188,13 +218,34 @@ def check(config: StackConfig) -> None:
             validate(config.release)
         except ReleaseError as exc:
             raise ConfigError(f"{ns}:{exc}") from None
-    if config.ui.enabled and config.release is None:
-        raise ConfigError(
-            f"{ns}:ui.enabled is true but {ns}:release is missing: the UI needs the inference "
-            "service; deploy a release first"
-        )
-    if config.ui.enabled and not config.images.ui:
-        raise ConfigError(f"{ns}:ui.enabled is true but {ns}:images.ui is empty: set the image")
+    problem = tier_problem(config.database.tier, config.database.edition)
+    if problem:
+        raise ConfigError(f"{ns}:database: {problem}")
+    for member in config.service.invokers:
+        if member in PUBLIC_MEMBERS or not _MEMBER.match(member):
+            raise ConfigError(
+                f"{ns}:service.invokers has {member!r}: list members such as "
+                "'serviceAccount:caller@p.iam.gserviceaccount.com' or 'group:ml@example.com'; "
+                "to open the API to everyone set service.public: true"
+            )
+    if config.production:
+        pinned = {f"images.{part}": ref for part, ref in config.images.refs().items()}
+        if config.release is not None and config.release.image:
+            pinned["release.image"] = config.release.image
+        for key, ref in sorted(pinned.items()):
+            if not DIGEST_REF.match(ref):
+                raise ConfigError(
+                    f"{ns}:{key} is {ref!r}: a production stack deploys images by digest only "
+                    "(<registry path>@sha256:<64 hex>); copy the digest that passed dev with "
+                    "`nox -s pin -- prod --image PART=REF`"
+                )
+        g = config.github
+        if g.repository and not (g.repository_id.isdigit() and g.repository_owner_id.isdigit()):
+            raise ConfigError(
+                f"{ns}:github.repositoryId and github.repositoryOwnerId must be set (numeric) on "
+                "a production stack: a repository name can be re-registered by someone else; "
+                "`gh api repos/OWNER/NAME --jq '.id, .owner.id'` prints both"
+            )
 
 
 def from_pulumi() -> StackConfig:

@@ -25,6 +25,9 @@ class DatabaseArgs(msgspec.Struct, frozen=True, kw_only=True):
     """Prod: regional HA, backups with point-in-time recovery."""
     deletion_protection: bool = True
     tier: str = "db-f1-micro"
+    edition: str = "ENTERPRISE"
+    """Explicit: PostgreSQL 16+ defaults to ENTERPRISE_PLUS, which refuses db-f1-micro and
+    db-custom-* tiers (see infra/sql_tiers.py)."""
     user: str = "housing"
 
 
@@ -46,6 +49,7 @@ class Database(pulumi.ComponentResource):
             deletion_protection=args.deletion_protection,
             settings=gcp.sql.DatabaseInstanceSettingsArgs(
                 tier=args.tier,
+                edition=args.edition,
                 # Read by the policy pack: production instances must keep backups and protection.
                 user_labels={"environment": "prod" if prod else "dev"},
                 availability_type="REGIONAL" if prod else "ZONAL",
@@ -65,6 +69,9 @@ class Database(pulumi.ComponentResource):
                 name=db,
                 instance=self.instance.name,
                 project=args.project,
+                # Postgres refuses to drop a database or role that owns objects; on destroy
+                # they go with the instance (dev) or stay with it (prod, protected).
+                deletion_policy="ABANDON",
                 opts=child,
             )
             for db in DATABASES
@@ -77,6 +84,7 @@ class Database(pulumi.ComponentResource):
             instance=self.instance.name,
             project=args.project,
             password=self.password,
+            deletion_policy="ABANDON",
             opts=child,
         )
         self.secret = gcp.secretmanager.Secret(
@@ -88,7 +96,7 @@ class Database(pulumi.ComponentResource):
             ),
             opts=child,
         )
-        gcp.secretmanager.SecretVersion(
+        self.secret_version = gcp.secretmanager.SecretVersion(
             f"{name}-password-version", secret=self.secret.id, secret_data=self.password, opts=child
         )
         self.connection_name = self.instance.connection_name
@@ -97,9 +105,15 @@ class Database(pulumi.ComponentResource):
             {"connection_name": self.connection_name, "password_secret_id": self.password_secret_id}
         )
 
-    def grant_password(self, label: str, member: pulumi.Input[str]) -> None:
+    def ready_for(self, grant: pulumi.Resource) -> list[pulumi.Resource]:
+        """What a workload using the database must wait for: Cloud Run refuses a revision whose
+        secret has no version or whose account can't read it, and the workload's first start
+        needs the databases and the user."""
+        return [*self.databases, self.user, self.secret_version, grant]
+
+    def grant_password(self, label: str, member: pulumi.Input[str]) -> pulumi.Resource:
         """Let ``member`` read the password secret (and nothing else in Secret Manager)."""
-        gcp.secretmanager.SecretIamMember(
+        return gcp.secretmanager.SecretIamMember(
             f"{self._name}-password-{label}",
             project=self.secret.project,
             secret_id=self.secret.secret_id,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import msgspec
 import pulumi
 import pulumi_gcp as gcp
+import pulumi_random as random
 
 from infra.options import child_options
 
@@ -21,20 +22,27 @@ PROJECT_ROLES = {
     "api": (),
     "ui": (),
 }
-#: What the deploy workflow needs for ``pulumi up`` of the whole stack.
-CI_ROLES = (
-    "roles/artifactregistry.admin",
-    "roles/cloudscheduler.admin",
-    "roles/cloudsql.admin",
-    "roles/iam.serviceAccountAdmin",
-    "roles/iam.workloadIdentityPoolAdmin",
-    "roles/resourcemanager.projectIamAdmin",
-    "roles/run.admin",
-    "roles/secretmanager.admin",
-    "roles/serviceusage.serviceUsageAdmin",
-    "roles/storage.admin",
-)
+#: What the deploy workflow needs for ``pulumi up`` of the whole stack, and why. An owner runs the
+#: first ``up`` (which creates these grants); CI's later runs only keep them.
+CI_ROLES = {
+    "roles/artifactregistry.admin": "the image repository and its cleanup policies",
+    "roles/cloudscheduler.admin": "the retraining schedule",
+    "roles/cloudsql.admin": "the instance, its databases and its user",
+    "roles/iam.serviceAccountAdmin": "the workload accounts and grants on them",
+    "roles/iam.workloadIdentityPoolAdmin": "the GitHub pool and provider this trust lives in",
+    "roles/resourcemanager.projectIamAdmin": (
+        "project-level grants of the workloads; conditioned so it can grant only those roles"
+    ),
+    "roles/run.admin": "the Cloud Run services, jobs and their invoker grants",
+    "roles/secretmanager.admin": "the database password secret and its accessor grants",
+    "roles/serviceusage.serviceUsageAdmin": "turning on the APIs the stack needs",
+    "roles/storage.admin": "the bucket, its lifecycle and its grants",
+}
+#: CI's project IAM admin may add or remove only these roles (an IAM condition on its grant):
+#: otherwise ``projectIamAdmin`` could grant itself ``roles/owner``.
+GRANTABLE_ROLES = tuple(sorted({r for roles in PROJECT_ROLES.values() for r in roles}))
 GITHUB_ISSUER = "https://token.actions.githubusercontent.com"
+DEFAULT_PRODUCTION_REF = "refs/heads/main"
 
 
 def role_label(role: str) -> str:
@@ -46,6 +54,34 @@ class IdentityArgs(msgspec.Struct, frozen=True, kw_only=True):
     project: str
     github_repository: str = ""
     """``owner/name``: only this repository's workflows may act as the CI account."""
+    github_repository_id: str = ""
+    github_repository_owner_id: str = ""
+    github_ref: str = ""
+    """The only ref whose workflows are trusted; empty: any."""
+    github_environment: str = ""
+    """The GitHub environment a trusted job runs in; empty: any."""
+
+
+def attribute_condition(args: IdentityArgs) -> str:
+    """The provider's CEL condition: tokens failing it are refused before any binding is read.
+    Ids pin the repository against a re-registered name; ref and environment pin the branch and
+    the protected environment that may deploy."""
+    clauses = [f"assertion.repository == '{args.github_repository}'"]
+    if args.github_repository_id:
+        clauses.append(f"assertion.repository_id == '{args.github_repository_id}'")
+    if args.github_repository_owner_id:
+        clauses.append(f"assertion.repository_owner_id == '{args.github_repository_owner_id}'")
+    if args.github_ref:
+        clauses.append(f"assertion.ref == '{args.github_ref}'")
+    if args.github_environment:
+        clauses.append(f"assertion.environment == '{args.github_environment}'")
+    return " && ".join(clauses)
+
+
+def grantable_roles_condition(roles: tuple[str, ...]) -> str:
+    """IAM condition limiting which roles a project IAM admin may grant or revoke."""
+    listed = ", ".join(f"'{r}'" for r in roles)
+    return f"api.getAttribute('iam.googleapis.com/modifiedGrantsByRole', []).hasOnly([{listed}])"
 
 
 class Identity(pulumi.ComponentResource):
@@ -66,8 +102,9 @@ class Identity(pulumi.ComponentResource):
             )
             for workload in WORKLOADS
         }
+        self.project_grants: dict[str, list[pulumi.Resource]] = {}
         for workload, roles in PROJECT_ROLES.items():
-            for role in roles:
+            self.project_grants[workload] = [
                 gcp.projects.IAMMember(
                     f"{name}-{workload}-{role_label(role)}",
                     project=args.project,
@@ -75,6 +112,8 @@ class Identity(pulumi.ComponentResource):
                     member=self.member(workload),
                     opts=child,
                 )
+                for role in roles
+            ]
         self.ci = None
         self.workload_identity_provider = None
         if args.github_repository:
@@ -100,9 +139,14 @@ class Identity(pulumi.ComponentResource):
             project=args.project,
             opts=child,
         )
+        # A deleted pool's id stays taken for 30 days (409 on re-create): a fresh suffix per
+        # stack lifetime lets dev be destroyed and re-created at once.
+        suffix = random.RandomString(
+            f"{name}-github-suffix", length=6, special=False, upper=False, opts=child
+        )
         pool = gcp.iam.WorkloadIdentityPool(
             f"{name}-github-pool",
-            workload_identity_pool_id="github",
+            workload_identity_pool_id=pulumi.Output.concat("github-", suffix.result),
             display_name="GitHub Actions",
             project=args.project,
             opts=child,
@@ -110,15 +154,15 @@ class Identity(pulumi.ComponentResource):
         provider = gcp.iam.WorkloadIdentityPoolProvider(
             f"{name}-github-provider",
             workload_identity_pool_id=pool.workload_identity_pool_id,
-            workload_identity_pool_provider_id="github-actions",
+            workload_identity_pool_provider_id=pulumi.Output.concat("actions-", suffix.result),
             project=args.project,
             attribute_mapping={
                 "google.subject": "assertion.sub",
                 "attribute.repository": "assertion.repository",
+                "attribute.repository_id": "assertion.repository_id",
                 "attribute.ref": "assertion.ref",
             },
-            # Tokens from any other repository are refused before any binding is looked at.
-            attribute_condition=f"assertion.repository == '{repo}'",
+            attribute_condition=attribute_condition(args),
             oidc=gcp.iam.WorkloadIdentityPoolProviderOidcArgs(issuer_uri=GITHUB_ISSUER),
             opts=child,
         )
@@ -127,16 +171,30 @@ class Identity(pulumi.ComponentResource):
             service_account_id=self.ci.name,
             role="roles/iam.workloadIdentityUser",
             member=pulumi.Output.concat(
-                "principalSet://iam.googleapis.com/", pool.name, "/attribute.repository/", repo
+                "principalSet://iam.googleapis.com/",
+                pool.name,
+                *(
+                    ("/attribute.repository_id/", args.github_repository_id)
+                    if args.github_repository_id
+                    else ("/attribute.repository/", repo)
+                ),
             ),
             opts=child,
         )
         for role in CI_ROLES:
+            condition = None
+            if role == "roles/resourcemanager.projectIamAdmin":
+                condition = gcp.projects.IAMMemberConditionArgs(
+                    title="grants-only-workload-roles",
+                    description="CI may grant or revoke only the workloads' project roles",
+                    expression=grantable_roles_condition(GRANTABLE_ROLES),
+                )
             gcp.projects.IAMMember(
                 f"{name}-ci-{role_label(role)}",
                 project=args.project,
                 role=role,
                 member=self.ci.member,
+                condition=condition,
                 opts=child,
             )
         # Deploying a service or job that runs as a workload account is "acting as" it.

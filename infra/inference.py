@@ -36,14 +36,25 @@ class InferenceArgs(cloudrun.WorkloadArgs, frozen=True, kw_only=True):
     concurrency: int = 40
 
 
-def model_env(version: int, bucket: str, tracking_url: str | None) -> list[dict[str, Any]]:
+Text = pulumi.Input[str]
+
+
+def _join(*parts: Text) -> Text:
+    """Plain text when every part is known now (the hash needs it), else an Output."""
+    if all(isinstance(p, str) for p in parts):
+        return "".join(parts)  # type: ignore[arg-type]
+    return pulumi.Output.concat(*parts)
+
+
+def model_env(version: int, bucket: Text, tracking_url: Text | None) -> list[dict[str, Any]]:
     envs = [
         cloudrun.env("MODEL_URI", f"models:/{MODEL_NAME}/{version}"),
         cloudrun.env(
-            "MODEL_FALLBACK_URI", f"gs://{bucket}/artifacts/models/{MODEL_NAME}/{version}"
+            "MODEL_FALLBACK_URI",
+            _join("gs://", bucket, f"/artifacts/models/{MODEL_NAME}/{version}"),
         ),
     ]
-    if tracking_url:
+    if tracking_url is not None:
         envs += [
             cloudrun.env("MLFLOW_TRACKING_URI", tracking_url),
             cloudrun.env("MLFLOW_TRACKING_AUDIENCE", tracking_url),
@@ -52,11 +63,13 @@ def model_env(version: int, bucket: str, tracking_url: str | None) -> list[dict[
 
 
 def revision_template(
-    args: InferenceArgs, service_account: str, bucket: str, tracking_url: str | None
+    args: InferenceArgs, service_account: Text, bucket: Text, tracking_url: Text | None
 ) -> dict[str, Any]:
-    """The revision template with every value resolved, named by its own hash."""
+    """The revision template. Built from plain config with computed values only at its leaves,
+    so the policy pack sees scaling, env names and secret references even in a first
+    ``preview``, when the account email and the bucket are still unknown."""
     release = args.release
-    template: dict[str, Any] = {
+    return {
         "service_account": service_account,
         "scaling": {
             "min_instance_count": args.min_instances,
@@ -79,8 +92,12 @@ def revision_template(
             }
         ],
     }
-    template["revision"] = traffic.revision_name(SERVICE, release.model_version, template)
-    return template
+
+
+def newest_revision(args: InferenceArgs, service_account: str, bucket: str, url: str | None) -> str:
+    """The revision's name: a hash of the template with every value resolved."""
+    template = revision_template(args, service_account, bucket, url)
+    return traffic.revision_name(SERVICE, args.release.model_version, template)
 
 
 def traffic_args(release: Release, newest: str) -> list[dict[str, Any]]:
@@ -114,10 +131,12 @@ class InferenceService(pulumi.ComponentResource):
         super().__init__(TYPE, name, None, opts)
         child = child_options(self, opts)
         traffic.validate(args.release)
-        template: Any = pulumi.Output.all(
+        self.newest_revision = pulumi.Output.all(
             args.service_account, args.bucket, args.tracking_url
-        ).apply(lambda v: revision_template(args, v[0], v[1], v[2]))
-        self.newest_revision = template.apply(lambda t: str(t["revision"]))
+        ).apply(lambda v: newest_revision(args, v[0], v[1], v[2]))
+        template: Any = revision_template(
+            args, args.service_account, args.bucket, args.tracking_url
+        ) | {"revision": self.newest_revision}
         self.service = cloudrun.service(
             f"{name}-service",
             SERVICE,
@@ -125,6 +144,7 @@ class InferenceService(pulumi.ComponentResource):
             region=args.region,
             template=template,
             deletion_protection=args.deletion_protection,
+            labels=args.labels(),
             opts=child,
             traffics=self.newest_revision.apply(lambda n: traffic_args(args.release, n)),
         )

@@ -70,6 +70,18 @@ class PipelineJobs(pulumi.ComponentResource):
     ):
         super().__init__(TYPE, name, None, opts)
         child = child_options(self, opts)
+        if args.wandb_secret:
+            # The jobs mount WANDB_API_KEY from this secret: Cloud Run refuses to start a task
+            # whose account can't read it, so the grant comes first.
+            grant = gcp.secretmanager.SecretIamMember(
+                f"{name}-wandb-accessor",
+                project=args.project,
+                secret_id=args.wandb_secret,
+                role="roles/secretmanager.secretAccessor",
+                member=args.service_account_member,
+                opts=child,
+            )
+            child = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[grant]))
         self.pipeline_job = self._job(name, PIPELINE_JOB, args, ["run"], 1, 1, child)
         self.tune_job = self._job(
             name,
@@ -137,6 +149,7 @@ class PipelineJobs(pulumi.ComponentResource):
             name=job,
             project=args.project,
             location=args.region,
+            labels=args.labels(),
             deletion_protection=args.deletion_protection,
             template=cast(
                 Any,

@@ -16,11 +16,15 @@ from pathlib import Path
 from typing import Any
 
 import pulumi
+from pulumi.runtime.mocks import MockMonitor
 from ruamel.yaml import YAML
 
 from infra.config import ConfigError, StackConfig, parse
 
 ROOT = Path(__file__).resolve().parent.parent
+#: Placeholder digests and a first release: every workload declared although the committed stack
+#: files pin no image (see the file's header).
+FULL_STACK_OVERLAY = ROOT / "infra" / "overlays" / "full-stack.yaml"
 #: How the engine marks a secret on the wire; the plan shows it as [secret].
 SECRET_SIG = ("4dabf18193072939515e22adb298388d", "1b47061264138c4ac30d75fd1eb44270")
 #: Inputs worth a reviewer's eye, per resource type (dotted paths); other types show scalars.
@@ -58,6 +62,27 @@ KEY_SETTINGS = {
 }
 
 
+def _name(urn: str) -> str:
+    return urn.rsplit("::", 1)[-1]
+
+
+class RecordingMonitor(MockMonitor):
+    """The mock engine, also recording what each resource waits for: ``dependencies`` (its
+    ``depends_on``) and ``propertyDependencies`` (the resources behind each input). Mocks
+    accept any order; this is what a real ``up`` would order by."""
+
+    def __init__(self, mocks: PlanMocks):
+        super().__init__(mocks)
+        self.recorder = mocks
+
+    def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (gRPC's spelling)
+        deps = {_name(u) for u in request.dependencies}
+        by_prop = {k: {_name(u) for u in v.urns} for k, v in request.propertyDependencies.items()}
+        self.recorder.dependencies[request.name] = deps
+        self.recorder.property_dependencies[request.name] = by_prop
+        return super().RegisterResource(request)
+
+
 class PlanMocks(pulumi.runtime.Mocks):
     """Records every resource; echoes inputs as outputs plus what GCP would compute."""
 
@@ -65,6 +90,26 @@ class PlanMocks(pulumi.runtime.Mocks):
         self.project = project
         self.region = region
         self.resources: list[pulumi.runtime.MockResourceArgs] = []
+        self.dependencies: dict[str, set[str]] = {}
+        self.property_dependencies: dict[str, dict[str, set[str]]] = {}
+
+    def random_text(self, inputs: Mapping[str, Any]) -> str:
+        """A stand-in for a random string: fixed, so plans are reproducible."""
+        return "a1b2c3d4e5f6"[: int(inputs["length"])]
+
+    def waits_for(self, name: str) -> set[str]:
+        """Every resource ``name`` waits for, directly or through what it waits for."""
+        seen: set[str] = set()
+        todo = [name]
+        while todo:
+            current = todo.pop()
+            direct = set(self.dependencies.get(current, set()))
+            for names in self.property_dependencies.get(current, {}).values():
+                direct |= names
+            for dep in direct - seen:
+                seen.add(dep)
+                todo.append(dep)
+        return seen
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         self.resources.append(args)
@@ -108,6 +153,7 @@ def _account_outputs(mocks: PlanMocks, out: dict[str, Any]) -> dict[str, Any]:
 COMPUTED: dict[str, Callable[[PlanMocks, dict[str, Any]], dict[str, Any]]] = {
     "gcp:storage/bucket:Bucket": lambda m, o: {"url": f"gs://{o['name']}"},
     "random:index/randomPassword:RandomPassword": lambda m, o: {"result": "x" * int(o["length"])},
+    "random:index/randomString:RandomString": lambda m, o: {"result": m.random_text(o)},
     "gcp:sql/databaseInstance:DatabaseInstance": lambda m, o: {
         "connectionName": f"{o.get('project', m.project)}:{o.get('region', m.region)}:{o['name']}"
     },
@@ -128,17 +174,34 @@ def stack_file(stack: str, root: Path = ROOT) -> Path:
     return root / f"Pulumi.{stack}.yaml"
 
 
-def read_stack_config(path: Path) -> StackConfig:
-    """The typed config of a stack file, as ``pulumi up`` would read it."""
+def read_stack_config(path: Path, *, full_stack: bool = False) -> StackConfig:
+    """The typed config of a stack file, as ``pulumi up`` would read it; ``full_stack`` lays the
+    placeholder overlay over it first."""
     if not path.is_file():
         raise ConfigError(f"{path.name} not found: create it with `pulumi stack init`")
     stack = path.name.removeprefix("Pulumi.").removesuffix(".yaml")
-    return config_from_text(path.read_text(), stack)
+    return config_from_text(path.read_text(), stack, full_stack=full_stack)
 
 
-def config_from_text(text: str, stack: str) -> StackConfig:
-    data = YAML(typ="safe").load(text) or {}
-    return parse(data.get("config") or {}, stack)
+def with_overlay(values: Mapping[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` with each key of ``overlay`` filled in where the stack leaves it unset or
+    empty (one level into sections): a real digest or release in the stack file always wins."""
+    merged = dict(values)
+    for key, extra in overlay.items():
+        mine = merged.get(key)
+        if isinstance(mine, Mapping) and isinstance(extra, Mapping):
+            merged[key] = {**extra, **{k: v for k, v in mine.items() if v not in ("", None)}}
+        elif mine in ("", None):
+            merged[key] = extra
+    return merged
+
+
+def config_from_text(text: str, stack: str, *, full_stack: bool = False) -> StackConfig:
+    values = (YAML(typ="safe").load(text) or {}).get("config") or {}
+    if full_stack:
+        overlay = YAML(typ="safe").load(FULL_STACK_OVERLAY.read_text())["config"]
+        values = with_overlay(values, overlay)
+    return parse(values, stack)
 
 
 Program = Callable[[], Mapping[str, Any] | None]
@@ -161,7 +224,13 @@ def run(config: StackConfig, mocks: PlanMocks | None = None) -> tuple[PlanMocks,
     from infra.program import build
 
     mocks = mocks or PlanMocks(config.project, config.region)
-    pulumi.runtime.set_mocks(mocks, project="housing-mlops", stack=config.stack, preview=False)
+    pulumi.runtime.set_mocks(
+        mocks,
+        project="housing-mlops",
+        stack=config.stack,
+        preview=False,
+        monitor=RecordingMonitor(mocks),
+    )
     return mocks, settle(lambda: build(config))
 
 
@@ -208,9 +277,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m infra.plan", description=__doc__)
     parser.add_argument("stack", help="stack name: reads Pulumi.<stack>.yaml")
     parser.add_argument("--json", type=Path, help="also write the plan as JSON to this path")
+    parser.add_argument(
+        "--as-committed",
+        action="store_true",
+        help="plan the stack file alone (default: with placeholder digests and a release for "
+        "what it leaves unset, so every workload is listed)",
+    )
     args = parser.parse_args(argv)
     try:
-        config = read_stack_config(stack_file(args.stack))
+        config = read_stack_config(stack_file(args.stack), full_stack=not args.as_committed)
     except ConfigError as exc:
         print(f"plan: {exc}", file=sys.stderr)
         return 1

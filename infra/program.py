@@ -14,10 +14,10 @@ import pulumi
 from infra import apis
 from infra.config import StackConfig
 from infra.database import Database, DatabaseArgs
-from infra.identity import Identity, IdentityArgs
+from infra.identity import DEFAULT_PRODUCTION_REF, Identity, IdentityArgs
 from infra.inference import InferenceArgs, InferenceService
 from infra.jobs import PipelineJobs, PipelineJobsArgs
-from infra.registry import Registry, RegistryArgs
+from infra.registry import Registry, RegistryArgs, deployed_digests
 from infra.storage import Storage, StorageArgs
 from infra.tracking import Tracking, TrackingArgs
 from infra.ui import UI, UIArgs
@@ -34,15 +34,35 @@ def build(config: StackConfig) -> dict[str, Any]:
     enabled = apis.enable(project)
     after_apis = pulumi.ResourceOptions(depends_on=enabled)
 
+    def after(*resources: pulumi.Resource) -> pulumi.ResourceOptions:
+        """Wait for the APIs and for what a workload needs before its first revision starts."""
+        return pulumi.ResourceOptions(depends_on=[*enabled, *resources])
+
+    github = config.github
     identity = Identity(
         "identity",
-        IdentityArgs(project=project, github_repository=config.github.repository),
+        IdentityArgs(
+            project=project,
+            github_repository=github.repository,
+            github_repository_id=github.repository_id,
+            github_repository_owner_id=github.repository_owner_id,
+            github_ref=github.ref or (DEFAULT_PRODUCTION_REF if prod else ""),
+            github_environment=github.environment,
+        ),
         opts=after_apis,
     )
     storage = Storage("data", StorageArgs(location=region, force_destroy=not prod))
+    pinned = list(config.images.refs().values())
+    if config.release is not None:
+        pinned += [config.release.image, config.release.stable_image]
     registry = Registry(
         "images",
-        RegistryArgs(project=project, location=region, keep_images=config.registry_keep_images),
+        RegistryArgs(
+            project=project,
+            location=region,
+            keep_images=config.registry_keep_images,
+            keep_digests=deployed_digests(pinned),
+        ),
         opts=after_apis,
     )
     database = Database(
@@ -53,14 +73,19 @@ def build(config: StackConfig) -> dict[str, Any]:
             production=prod,
             deletion_protection=config.database.deletion_protection,
             tier=config.database.tier,
+            edition=config.database.edition,
         ),
         opts=after_apis,
     )
-    storage.grant("pipeline-objects", "roles/storage.objectAdmin", identity.member("pipeline"))
-    storage.grant("mlflow-objects", "roles/storage.objectAdmin", identity.member("mlflow"))
-    storage.grant("api-objects", "roles/storage.objectViewer", identity.member("api"))
-    database.grant_password("pipeline", identity.member("pipeline"))
-    database.grant_password("mlflow", identity.member("mlflow"))
+    member = identity.member
+    pipeline_objects = storage.grant(
+        "pipeline-objects", "roles/storage.objectAdmin", member("pipeline")
+    )
+    mlflow_objects = storage.grant("mlflow-objects", "roles/storage.objectAdmin", member("mlflow"))
+    api_objects = storage.grant("api-objects", "roles/storage.objectViewer", member("api"))
+    pipeline_password = database.grant_password("pipeline", member("pipeline"))
+    mlflow_password = database.grant_password("mlflow", member("mlflow"))
+    environment = "prod" if prod else "dev"
 
     exports: dict[str, Any] = {
         "bucket": storage.bucket_name,
@@ -96,8 +121,13 @@ def build(config: StackConfig) -> dict[str, Any]:
                 memory=config.tracking.memory,
                 max_instances=config.tracking.max_instances,
                 deletion_protection=prod,
+                environment=environment,
             ),
-            opts=after_apis,
+            opts=after(
+                *database.ready_for(mlflow_password),
+                *identity.project_grants["mlflow"],
+                mlflow_objects,
+            ),
         )
         tracking_url = tracking.url
         exports["mlflow_url"] = tracking_url
@@ -125,18 +155,24 @@ def build(config: StackConfig) -> dict[str, Any]:
                 time_zone=p.time_zone,
                 wandb_secret=p.wandb_secret,
                 deletion_protection=prod,
+                environment=environment,
                 runners=tuple(identity.platform_members()),
             ),
-            opts=after_apis,
+            opts=after(
+                *database.ready_for(pipeline_password),
+                *identity.project_grants["pipeline"],
+                pipeline_objects,
+            ),
         )
 
     if config.release is not None:
         s = config.service
         invokers: dict[str, pulumi.Input[str]] = {}
-        if config.ui.enabled:
+        if config.ui.enabled and config.images.ui:
             invokers["ui"] = identity.member("ui")
         if identity.ci is not None:
             invokers["ci"] = identity.ci.member
+        invokers |= {_label(m): m for m in s.invokers}
         api = InferenceService(
             "api",
             InferenceArgs(
@@ -154,8 +190,9 @@ def build(config: StackConfig) -> dict[str, Any]:
                 memory=s.memory,
                 concurrency=s.concurrency,
                 deletion_protection=prod,
+                environment=environment,
             ),
-            opts=after_apis,
+            opts=after(api_objects),
         )
         exports |= {
             "service_url": api.url,
@@ -163,7 +200,9 @@ def build(config: StackConfig) -> dict[str, Any]:
             "canary_revision": api.canary_revision,
             "tag_urls": api.tag_urls,
         }
-        if config.ui.enabled:
+        # The UI needs the service and its image; without either it is left out, like any
+        # part without an image, so a first `up` of a bare stack passes with ui.enabled set.
+        if config.ui.enabled and config.images.ui:
             ui = UI(
                 "ui",
                 UIArgs(
@@ -175,6 +214,7 @@ def build(config: StackConfig) -> dict[str, Any]:
                     public=config.ui.public,
                     max_instances=config.ui.max_instances,
                     deletion_protection=prod,
+                    environment=environment,
                 ),
                 opts=after_apis,
             )

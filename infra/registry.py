@@ -19,6 +19,14 @@ class RegistryArgs(msgspec.Struct, frozen=True, kw_only=True):
     keep_images: int = 10
     """Most recent versions kept per image; older ones are deleted by cleanup policy."""
     repository_id: str = "housing-mlops"
+    keep_digests: tuple[str, ...] = ()
+    """``sha256:…`` of every image a stack serves or may roll back to: never cleaned up, however
+    many newer versions are pushed."""
+
+
+def deployed_digests(refs: list[str]) -> tuple[str, ...]:
+    """``sha256:<hex>`` of each reference pinned by digest (tags can't be kept by rule)."""
+    return tuple(sorted({r.rsplit("@", 1)[1] for r in refs if "@sha256:" in r}))
 
 
 class Registry(pulumi.ComponentResource):
@@ -50,6 +58,20 @@ class Registry(pulumi.ComponentResource):
                     most_recent_versions=gcp.artifactregistry.RepositoryCleanupPolicyMostRecentVersionsArgs(
                         keep_count=args.keep_images
                     ),
+                ),
+                *(
+                    [
+                        # A version's name is its digest: what the stack file pins stays.
+                        gcp.artifactregistry.RepositoryCleanupPolicyArgs(
+                            id="keep-deployed",
+                            action="KEEP",
+                            condition=gcp.artifactregistry.RepositoryCleanupPolicyConditionArgs(
+                                tag_state="ANY", version_name_prefixes=list(args.keep_digests)
+                            ),
+                        )
+                    ]
+                    if args.keep_digests
+                    else []
                 ),
             ],
             opts=child_options(self, opts),

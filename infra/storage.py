@@ -60,9 +60,9 @@ class Storage(pulumi.ComponentResource):
         self.url = self.bucket.url
         self.register_outputs({"bucket_name": self.bucket_name, "url": self.url})
 
-    def grant(self, label: str, role: str, member: pulumi.Input[str]) -> None:
+    def grant(self, label: str, role: str, member: pulumi.Input[str]) -> pulumi.Resource:
         """Give ``member`` ``role`` on this bucket only (never project-wide storage roles)."""
-        gcp.storage.BucketIAMMember(
+        return gcp.storage.BucketIAMMember(
             f"{self._name}-{label}",
             bucket=self.bucket.name,
             role=role,

@@ -86,6 +86,7 @@ class Tracking(pulumi.ComponentResource):
             region=args.region,
             template=template,
             deletion_protection=args.deletion_protection,
+            labels=args.labels(),
             opts=child,
         )
         cloudrun.grant_invokers(

@@ -28,12 +28,18 @@ class Release(
 ):
     model_version: int
     """release.modelVersion: the registered model version the newest revision serves."""
-    image: str
-    """release.image: the service image of the newest revision (by digest in CI)."""
+    image: str = ""
+    """release.image: the service image of the newest revision (by digest); default
+    ``images.service``."""
     canary_percent: int = 100
     """release.canaryPercent: share of traffic for the newest revision, 0-100."""
     stable_revision: str = ""
-    """release.stableRevision: the revision that keeps the rest; empty on a first deploy."""
+    """release.stableRevision: the revision that keeps the rest; empty on a first deploy.
+    ``promote`` sets it to the promoted revision, so a later rollback returns to the last good
+    release, not to the one before it."""
+    stable_image: str = ""
+    """release.stableImage: the image the stable revision runs, kept by the registry's cleanup
+    rules so a rollback always finds it (written by canary and promote)."""
 
 
 class TrafficTarget(msgspec.Struct, frozen=True):
@@ -48,7 +54,10 @@ def validate(release: Release) -> Release:
             f"release.modelVersion must be a registered version >= 1, got {release.model_version}"
         )
     if not release.image:
-        raise ReleaseError("release.image is empty: set the service image reference")
+        raise ReleaseError(
+            "release.image is empty: set images.service (or release.image) to the service "
+            "image, e.g. with `nox -s pin -- <stack> --image service=REF`"
+        )
     if not 0 <= release.canary_percent <= 100:
         raise ReleaseError(
             f"release.canaryPercent must be between 0 and 100, got {release.canary_percent}"

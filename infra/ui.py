@@ -52,6 +52,7 @@ class UI(pulumi.ComponentResource):
             region=args.region,
             template=template,
             deletion_protection=args.deletion_protection,
+            labels=args.labels(),
             opts=child,
         )
         public: dict[str, pulumi.Input[str]] = {"public": "allUsers"} if args.public else {}

@@ -31,7 +31,7 @@ def deploy(mocks: PlanMocks) -> Callable[[Program], dict[str, Any]]:
 
 def stack_config(name: str) -> StackConfig:
     """A committed stack file's config, read as `pulumi up` would."""
-    return read_stack_config(ROOT / f"Pulumi.{name}.yaml")
+    return read_stack_config(ROOT / f"Pulumi.{name}.yaml", full_stack=True)
 
 
 class Deployed:

@@ -63,38 +63,74 @@ def comments(text: str) -> list[str]:
     return [line for line in text.splitlines() if "#" in line]
 
 
+SERVICE_IMAGE = "europe-west1-docker.pkg.dev/p/housing-mlops/service@sha256:" + "a" * 64
+
+
 @pytest.mark.parametrize("stack", STACKS)
-def test_canary_promote_rollback_edit_only_the_release(stack, stacks, capsys):
+def test_pin_canary_promote_rollback_edit_only_what_they_say(stack, stacks, capsys):
     path = stacks / f"Pulumi.{stack}.yaml"
     original = path.read_text()
+    assert cli.main(["pin", stack, "--image", f"service={SERVICE_IMAGE}"], root=stacks) == 0
+    pinned = path.read_text()
+    assert changed(original, pinned) == [f"    service: {SERVICE_IMAGE}"]
+    assert cli.main(["canary", stack, "--model-version", "1", "--percent", "100", "--no-up"],
+                    root=stacks) == 0  # fmt: skip
+    first = read_stack_config(path).release
+    assert (first.model_version, first.image, first.canary_percent) == (1, SERVICE_IMAGE, 100)
+
     live = "housing-api-m1-0123abcd"
     args = ["canary", stack, "--model-version", "2", "--percent", "10", "--no-up"]
+    before = path.read_text()
     assert cli.main([*args, "--stable-revision", live], root=stacks) == 0
     canaried = path.read_text()
-    changed = [line for line in canaried.splitlines() if line not in original.splitlines()]
-    assert changed == [
+    assert changed(before, canaried) == [
         "    modelVersion: 2",
         "    canaryPercent: 10",
-        f'    stableRevision: "{live}"',
+        f"    stableRevision: {live}",
+        f"    stableImage: {SERVICE_IMAGE}",
     ]
     assert comments(original) == comments(canaried)
     assert "+    canaryPercent: 10" in capsys.readouterr().out, "the diff is shown"
 
     assert cli.main(["rollback", stack, "--no-up"], root=stacks) == 0
     assert read_stack_config(path).release.canary_percent == 0
-    assert cli.main(["promote", stack, "--no-up"], root=stacks) == 0
+    canary_revision = "housing-api-m2-89abcdef"
+    assert cli.main(["promote", stack, "--revision", canary_revision, "--no-up"], root=stacks) == 0
     promoted = read_stack_config(path).release
     assert (promoted.canary_percent, promoted.model_version, promoted.stable_revision) == (
         100,
         2,
-        live,
+        canary_revision,
     )
+
+
+def changed(before: str, after: str) -> list[str]:
+    return [line for line in after.splitlines() if line not in before.splitlines()]
+
+
+def test_a_first_release_must_take_all_traffic(stacks, capsys):
+    args = ["canary", "dev", "--model-version", "1", "--percent", "10", "--no-up"]
+    assert cli.main(args, root=stacks) == 1
+    assert "the first release takes all traffic, use --percent 100" in capsys.readouterr().err
+
+
+def test_prod_refuses_an_image_by_tag(stacks, capsys):
+    before = (stacks / "Pulumi.prod.yaml").read_text()
+    args = ["pin", "prod", "--image", "service=europe-west1-docker.pkg.dev/p/r/service:latest"]
+    assert cli.main(args, root=stacks) == 1
+    assert (stacks / "Pulumi.prod.yaml").read_text() == before
+    err = capsys.readouterr().err
+    assert "housing-mlops:images.service is 'europe-west1-docker.pkg.dev/p/r/service:latest'" in err
+    assert "by digest only" in err
 
 
 def test_a_refused_edit_leaves_the_file_as_it_was(stacks, capsys):
     path = stacks / "Pulumi.prod.yaml"
-    before = path.read_text()
     args = ["canary", "prod", "--model-version", "2", "--percent", "120", "--no-up"]
+    assert cli.main(["pin", "prod", "--image", f"service={SERVICE_IMAGE}"], root=stacks) == 0
+    assert cli.main(["canary", "prod", "--model-version", "1", "--percent", "100", "--no-up"],
+                    root=stacks) == 0  # fmt: skip
+    before = path.read_text()
     assert cli.main([*args, "--stable-revision", "r"], root=stacks) == 1
     assert path.read_text() == before
     assert "canaryPercent must be between 0 and 100, got 120" in capsys.readouterr().err
@@ -105,7 +141,7 @@ def test_without_the_pulumi_cli_each_session_says_how_to_install_it(stacks):
     for args in (
         ["preview", "dev"],
         ["up", "dev"],
-        ["canary", "dev", "--model-version", "2", "--percent", "10", "--no-up"],
+        ["promote", "dev", "--no-up"],  # the canary's name is a stack output
     ):
         done = run_module("infra.cli", *args, path=str(Path(sys.executable).parent))
         assert done.returncode == 1
