@@ -72,7 +72,7 @@ def test_pin_canary_promote_rollback_edit_only_what_they_say(stack, stacks, caps
     original = path.read_text()
     assert cli.main(["pin", stack, "--image", f"service={SERVICE_IMAGE}"], root=stacks) == 0
     pinned = path.read_text()
-    assert changed(original, pinned) == [f"    service: {SERVICE_IMAGE}"]
+    assert changed(original, pinned) == [f'    service: "{SERVICE_IMAGE}"']  # quoting kept
     assert cli.main(["canary", stack, "--model-version", "1", "--percent", "100", "--no-up"],
                     root=stacks) == 0  # fmt: skip
     first = read_stack_config(path).release

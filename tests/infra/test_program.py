@@ -182,13 +182,18 @@ def test_iam_bindings_are_exactly_the_intended_ones(stack, deployed):
     )
     (provider,) = d.of_type("gcp:iam/workloadIdentityPoolProvider:WorkloadIdentityPoolProvider")
     repo = config.github.repository
-    assert provider.inputs["attributeCondition"] == f"assertion.repository == '{repo}'"
+    assert provider.inputs["attributeCondition"].startswith(f"assertion.repository == '{repo}'")
     wif = [
         r.inputs for r in d.of_type(SA_IAM) if r.inputs["role"] == "roles/iam.workloadIdentityUser"
     ]
+    principal = (
+        f"attribute.repository_id/{config.github.repository_id}"
+        if config.github.repository_id
+        else f"attribute.repository/{repo}"
+    )
     assert [g["member"] for g in wif] == [
         "principalSet://iam.googleapis.com/projects/123456789/locations/global/"
-        f"workloadIdentityPools/github/attribute.repository/{repo}"
+        f"workloadIdentityPools/github-a1b2c3/{principal}"
     ]
     public = [
         r for r in d.of_type(SERVICE_IAM) + d.of_type(JOB_IAM) if r.inputs["member"] == "allUsers"

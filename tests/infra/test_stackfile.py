@@ -35,14 +35,16 @@ def test_canary_changes_only_the_release_and_keeps_comments():
         "    modelVersion: 7",
         "    canaryPercent: 10",
         '    stableRevision: "api-m6-1a2b3c4d"',  # keeps the quoting it had
+        "    stableImage: europe-docker.pkg.dev/p/r/service@sha256:aaa",  # the live one's image
     ]
 
 
-def test_promote_then_rollback_is_one_line_each():
+def test_promote_makes_the_canary_stable_and_rollback_is_one_line():
     canaried = stackfile.canary(STACK, 7, 10, "api-m6-1a2b3c4d")
-    promoted = stackfile.promote(canaried)
+    promoted = stackfile.promote(canaried, "api-m7-5e6f7a8b")
     assert [line for line in promoted.splitlines() if line not in canaried.splitlines()] == [
-        "    canaryPercent: 100"
+        "    canaryPercent: 100",
+        '    stableRevision: "api-m7-5e6f7a8b"',
     ]
     rolled_back = stackfile.rollback(canaried)
     assert [line for line in rolled_back.splitlines() if line not in canaried.splitlines()] == [
