@@ -121,7 +121,8 @@ class Replay:
 
     def run(self, command: str) -> None:
         words = shlex.split(command)
-        assert words[:2] == ["nox", "-s"] and words[3] == "--", command
+        assert words[:2] == ["nox", "-s"], command
+        assert words[3] == "--", command
         session, stack, *rest = words[2], words[4], *words[5:]
         rest = [self.fill(stack, w) for w in rest]
         outputs = self.outputs[stack]
