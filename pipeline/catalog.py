@@ -13,6 +13,9 @@ class StepSpec(msgspec.Struct, frozen=True):
     name: str
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
+    trees: tuple[str, ...] = ()
+    """Prefixes under which the step publishes whole trees while it runs (model exports), each
+    with a manifest written last; anything else it writes must be one of ``outputs``."""
 
 
 RAW = "data/raw.parquet"
@@ -30,6 +33,8 @@ EVALUATION = "reports/evaluate.json"
 REGISTRATION = "decisions/register.json"
 #: Beside an exported model folder: what the registry says of it, for loaders without MLflow.
 EXPORT_METADATA = "registry.json"
+#: Model exports: ``models/<name>/<version or alias>/…`` (see pipeline/exports.py).
+EXPORTS = "models/"
 INGEST_REPORT = "reports/ingest.json"
 
 CATALOG: tuple[StepSpec, ...] = (
@@ -59,7 +64,9 @@ CATALOG: tuple[StepSpec, ...] = (
             "reports/predicted_vs_actual.png",
         ),
     ),
-    StepSpec("register", (MODEL, EVALUATION, TEST, INGEST_REPORT), (REGISTRATION,)),
+    StepSpec(
+        "register", (MODEL, EVALUATION, TEST, INGEST_REPORT), (REGISTRATION,), trees=(EXPORTS,)
+    ),
 )
 
 STEP_NAMES: tuple[str, ...] = tuple(s.name for s in CATALOG)

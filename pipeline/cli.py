@@ -1,4 +1,4 @@
-"""Command line: ``python -m pipeline run|promote|report|steps``."""
+"""Command line: ``python -m pipeline run|promote|export|report|steps``."""
 
 from __future__ import annotations
 
@@ -31,6 +31,10 @@ def _parser() -> argparse.ArgumentParser:
     promote = sub.add_parser("promote", help="make a registered version the champion")
     promote.add_argument("--config", help="TOML file of settings")
     promote.add_argument("--version", help="model version (default: the current challenger)")
+
+    export = sub.add_parser("export", help="rewrite a version's export, with its manifest")
+    export.add_argument("--config", help="TOML file of settings")
+    export.add_argument("--version", required=True, help="model version")
 
     report = sub.add_parser("report", help="the challenger's test metrics against the champion")
     report.add_argument("--config", help="TOML file of settings")
@@ -84,6 +88,18 @@ def _promote(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from pipeline.promote import export
+    from pipeline.storage import open_store
+    from pipeline.tracking import configure_mlflow
+
+    settings = _settings(args)
+    configure_mlflow(settings)
+    for prefix in export(settings, open_store(settings.store_uri), args.version):
+        print(f"exported {prefix} (with its manifest)")
+    return 0
+
+
 def _report(args: argparse.Namespace) -> int:
     from pipeline import registry
     from pipeline.report import comparison
@@ -112,7 +128,7 @@ def _steps() -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from pipeline.orchestrator import PipelineError
+    from pipeline.errors import PipelineError
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = _parser().parse_args(argv)
@@ -123,6 +139,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _promote(args)
         if args.command == "report":
             return _report(args)
+        if args.command == "export":
+            return _export(args)
         return _steps()
     except (PipelineError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)

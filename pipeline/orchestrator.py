@@ -9,34 +9,22 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import io
 import json
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import msgspec
-import pandas as pd
 
 from pipeline import catalog
+from pipeline.code_fingerprint import code_fingerprint
+from pipeline.errors import PipelineError
 from pipeline.settings import Settings
-from pipeline.storage import (
-    ArtifactStore,
-    frame_from_parquet,
-    frame_to_parquet,
-    sha256,
-    to_json,
-)
-from pipeline.tracking import StepTracker, Tracker
+from pipeline.step_context import StepContext
+from pipeline.storage import ArtifactStore, sha256, to_json
+from pipeline.tracking import Tracker
 
-#: Modules every step's behaviour depends on; editing one re-runs every step.
-SHARED_MODULES = ("model", "transformers", "metrics", "schema", "storage")
-PACKAGE_DIR = Path(__file__).parent
-
-
-class PipelineError(RuntimeError):
-    """A step failed for a reason the user can act on; the message says which."""
+__all__ = ["PipelineError", "StepContext", "StepResult", "run_pipeline"]
 
 
 class StepResult(msgspec.Struct):
@@ -47,65 +35,14 @@ class StepResult(msgspec.Struct):
     summary: dict[str, Any] = {}
 
 
-class StepContext:
-    """What a step sees: its settings, its declared inputs, a staging area for its outputs."""
-
-    def __init__(
-        self,
-        spec: catalog.StepSpec,
-        settings: Settings,
-        store: ArtifactStore,
-        tracker: StepTracker | None,
-        gcs_client: Any = None,
-        fingerprint: str = "",
-    ):
-        self.spec = spec
-        self.fingerprint = fingerprint
-        self.gcs_client = gcs_client
-        self.settings = settings
-        self.store = store
-        self.tracker = tracker
-        self.staged: dict[str, bytes] = {}
-
-    def _check_input(self, key: str) -> None:
-        if key not in self.spec.inputs:
-            raise PipelineError(f"step {self.spec.name} reads {key!r}, which it does not declare")
-
-    def read_bytes(self, key: str) -> bytes:
-        self._check_input(key)
-        return self.store.read_bytes(key)
-
-    def read_frame(self, key: str) -> pd.DataFrame:
-        return frame_from_parquet(self.read_bytes(key))
-
-    def read_json(self, key: str) -> Any:
-        return json.loads(self.read_bytes(key))
-
-    def write_bytes(self, key: str, data: bytes) -> None:
-        self.staged[key] = data
-
-    def write_frame(self, key: str, frame: pd.DataFrame) -> None:
-        if key.endswith(".csv"):
-            self.write_bytes(key, frame.to_csv(index=False).encode())
-        else:
-            self.write_bytes(key, frame_to_parquet(frame))
-
-    def write_json(self, key: str, obj: Any) -> None:
-        self.write_bytes(key, to_json(obj))
-
-    def write_figure(self, key: str, figure: Any) -> None:
-        buf = io.BytesIO()
-        figure.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-        self.write_bytes(key, buf.getvalue())
-        if self.tracker is not None:
-            self.tracker.figure(Path(key).stem, figure)
-        import matplotlib.pyplot as plt
-
-        plt.close(figure)
+#: What every step's code runs through besides its own imports: the context it writes with.
+STEP_RUNTIME = "pipeline.step_context"
 
 
-def _source_hash(module: str) -> str:
-    return sha256((PACKAGE_DIR / f"{module.replace('.', '/')}.py").read_bytes())
+def step_code(name: str) -> str:
+    """Fingerprint of step ``name``'s code: every project module it reaches and the installed
+    versions of the libraries they import (see ``code_fingerprint``)."""
+    return code_fingerprint(f"pipeline.steps.{name}", also=(STEP_RUNTIME,))
 
 
 def fingerprint(
@@ -113,13 +50,13 @@ def fingerprint(
     settings: Settings,
     store: ArtifactStore,
     upstream: dict[str, str] | None = None,
+    code: str = "",
 ) -> str:
     """Hash of the step's code, its config section, its inputs' content and their producers'
     fingerprints, so a change anywhere upstream re-runs every step after it."""
     h = hashlib.sha256()
     h.update(spec.name.encode())
-    for module in (f"steps.{spec.name}", *SHARED_MODULES):
-        h.update(_source_hash(module).encode())
+    h.update((code or step_code(spec.name)).encode())
     section = getattr(settings, spec.name, None)
     h.update(msgspec.json.encode(section))
     for key in spec.inputs:
@@ -182,13 +119,16 @@ def run_pipeline(
     force = force or forced
     results: list[StepResult] = []
     fingerprints: dict[str, str] = {}
+    code: dict[str, str] = {}
     status = "FINISHED"
     try:
         for i, name in enumerate(names, 1):
             spec = catalog.BY_NAME[name]
             prefix = f"[{i}/{len(names)}] {name:<9}"
             began = time.perf_counter()
-            fp = fingerprint(spec, settings, store, fingerprints)
+            fp = fingerprint(
+                spec, settings, store, fingerprints, code.setdefault(name, step_code(name))
+            )
             fingerprints[name] = fp
             if not force and is_fresh(spec, store, fp):
                 results.append(StepResult(name, "cached", time.perf_counter() - began, fp))
@@ -210,6 +150,13 @@ def run_pipeline(
                 if missing:
                     status = "FAILED"
                     raise PipelineError(f"step {name} did not write {missing}")
+                undeclared = sorted(k for k in ctx.staged if k not in spec.outputs)
+                if undeclared:
+                    status = "FAILED"
+                    raise PipelineError(
+                        f"step {name} wrote {undeclared[0]!r}, which it does not declare: "
+                        "add it to the step's outputs in pipeline/catalog.py"
+                    )
                 for key, data in ctx.staged.items():
                     store.write_bytes(key, data)
                 seconds = time.perf_counter() - began

@@ -20,10 +20,12 @@ import numpy as np
 import pandas as pd
 
 from pipeline import catalog
+from pipeline.exports import export_prefix
 from pipeline.metrics import regression_metrics
 from pipeline.storage import to_json
 
 log = logging.getLogger("pipeline.registry")
+__all__ = ["Registry", "export_files", "export_prefix", "version_metadata"]
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -200,11 +202,6 @@ def export_files(reg: Registry, version: str) -> list[tuple[str, bytes]]:
         ]
     files.append((METADATA_FILE, to_json(version_metadata(reg, version))))
     return files
-
-
-def export_prefix(model_name: str, ref: str) -> str:
-    """Where a model version (or ``champion``) is exported in the artifact store."""
-    return f"models/{model_name}/{ref}"
 
 
 def version_metadata(reg: Registry, version: str) -> dict[str, Any]:

@@ -115,23 +115,24 @@ def from_mlflow(settings: ServiceSettings) -> Loaded:
 
 
 def from_export(settings: ServiceSettings, gcs_client: Any = None) -> Loaded:
+    """The export at ``MODEL_FALLBACK_URI``, read through its manifest: an export whose files
+    don't match it (a publish that failed half-way) is refused, never served mixed."""
+    from pipeline.exports import Export
     from pipeline.fast_model import FILENAME
     from pipeline.storage import LocalStore, open_store
 
     uri = settings.fallback
-    store = open_store(uri, gcs_client)
-    if not store.exists("MLmodel"):
+    export = Export(open_store(uri, gcs_client), where=uri)
+    if not export.has("MLmodel"):
         raise FileNotFoundError(f"{uri} holds no MLflow model (no MLmodel file)")
-    fast = store.read_bytes(FILENAME) if store.exists(FILENAME) else None
-    info: dict[str, Any] = json.loads(store.read_bytes(METADATA)) if store.exists(METADATA) else {}
+    fast = export.read(FILENAME) if export.has(FILENAME) else None
+    info: dict[str, Any] = json.loads(export.read(METADATA)) if export.has(METADATA) else {}
 
     def sklearn() -> SklearnForm:
-        if not uri.startswith("gs://"):
-            return read_model_folder(Path(uri))
         with tempfile.TemporaryDirectory(prefix="housing-serve-") as tmp:
             local = LocalStore(tmp)
-            for key in store.list():
-                local.write_bytes(key, store.read_bytes(key))
+            for rel in export.files():
+                local.write_bytes(rel, export.read(rel))
             return read_model_folder(Path(tmp))
 
     meta = _meta(info, parse_models_uri(settings.model_uri)[2], f"export:{uri}")

@@ -22,7 +22,7 @@ from pipeline.steps.features import load_spec
 from pipeline.steps.split import income_category
 
 if TYPE_CHECKING:
-    from pipeline.orchestrator import StepContext
+    from pipeline.step_context import StepContext
 
 
 def errors_by(frame: pd.DataFrame, predictions: np.ndarray, groups: pd.Series) -> pd.DataFrame:

@@ -17,7 +17,7 @@ from pipeline.model import FAMILIES, FeatureSpec, build_model
 from pipeline.settings import FeaturesConfig
 
 if TYPE_CHECKING:
-    from pipeline.orchestrator import StepContext
+    from pipeline.step_context import StepContext
 
 #: A quick, strong-enough model to rank feature variants with.
 PROBE_FAMILY = "hist_gradient_boosting"

@@ -18,7 +18,7 @@ from pipeline.model import make_imputer
 from pipeline.settings import ImputeConfig
 
 if TYPE_CHECKING:
-    from pipeline.orchestrator import StepContext
+    from pipeline.step_context import StepContext
 
 TARGET_COLUMN = "total_bedrooms"
 

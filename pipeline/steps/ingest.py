@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from pipeline import catalog, schema
-from pipeline.orchestrator import PipelineError
+from pipeline.errors import PipelineError
 from pipeline.settings import PACKAGED_DATA, PACKAGED_SHA256, IngestConfig
 from pipeline.storage import sha256, split_gs_uri
 
 if TYPE_CHECKING:
-    from pipeline.orchestrator import StepContext
+    from pipeline.step_context import StepContext
 
 CSV_IN_ARCHIVE = "housing.csv"
 

@@ -17,7 +17,7 @@ from pipeline import catalog, registry
 from pipeline.cv import xy
 
 if TYPE_CHECKING:
-    from pipeline.orchestrator import StepContext
+    from pipeline.step_context import StepContext
 
 
 def version_tags(
@@ -34,13 +34,6 @@ def version_tags(
     return tags
 
 
-def export(ctx: StepContext, reg: registry.Registry, version: str, refs: list[str]) -> None:
-    """Copy the version's files, plus its registry metadata, to the artifact store."""
-    for rel, data in registry.export_files(reg, version):
-        for ref in refs:
-            ctx.write_bytes(f"{registry.export_prefix(reg.name, ref)}/{rel}", data)
-
-
 def run(ctx: StepContext) -> dict[str, Any]:
     config = ctx.settings.register
     model = joblib.load(io.BytesIO(ctx.read_bytes(catalog.MODEL)))
@@ -55,17 +48,21 @@ def run(ctx: StepContext) -> dict[str, Any]:
     run_id = ctx.tracker.run_id if ctx.tracker else ""
     tags = version_tags(evaluation, ingest, wandb_path) | {"fast_form": fast_form}
     version = reg.register(model_uri, tags)
-    reg.set_alias(registry.CHALLENGER, version)
 
     challenger_rmse = evaluation["test_metrics"]["rmse"]
     champion_rmse = champion_metrics["rmse"] if champion_metrics else None
     promote, reason = registry.promotion_decision(
         challenger_rmse, champion_rmse, config.margin, config.promotion
     )
-    if promote:
-        reg.set_alias(registry.CHAMPION, version)
     reg.client.set_model_version_tag(config.model_name, version, "promotion", reason)
-    export(ctx, reg, version, [version, registry.CHAMPION] if promote else [version])
+    # Each alias moves only once its export is published whole: a failure in between leaves
+    # the aliases, and what they point at, as they were.
+    files = registry.export_files(reg, version)
+    ctx.publish(registry.export_prefix(reg.name, version), files)
+    reg.set_alias(registry.CHALLENGER, version)
+    if promote:
+        ctx.publish(registry.export_prefix(reg.name, registry.CHAMPION), files)
+        reg.set_alias(registry.CHAMPION, version)
     decision = {
         "model_name": config.model_name,
         "version": version,

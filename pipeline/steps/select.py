@@ -13,7 +13,7 @@ from pipeline.settings import SelectConfig
 from pipeline.steps.features import load_spec
 
 if TYPE_CHECKING:
-    from pipeline.orchestrator import StepContext
+    from pipeline.step_context import StepContext
 
 COLUMNS = [
     "family",

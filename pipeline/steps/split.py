@@ -15,7 +15,7 @@ from pipeline import catalog, schema
 from pipeline.settings import SplitConfig
 
 if TYPE_CHECKING:
-    from pipeline.orchestrator import StepContext
+    from pipeline.step_context import StepContext
 
 INCOME_BINS = (0.0, 1.5, 3.0, 4.5, 6.0, np.inf)
 

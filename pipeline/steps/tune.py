@@ -29,7 +29,7 @@ from pipeline.settings import Settings, TuneConfig
 from pipeline.steps.features import load_spec
 
 if TYPE_CHECKING:
-    from pipeline.orchestrator import StepContext
+    from pipeline.step_context import StepContext
 
 log = logging.getLogger(__name__)
 EARLY_STOPPING_CAP = 4000

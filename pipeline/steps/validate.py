@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 
 from pipeline import catalog, schema
-from pipeline.orchestrator import PipelineError
+from pipeline.errors import PipelineError
 
 if TYPE_CHECKING:
-    from pipeline.orchestrator import StepContext
+    from pipeline.step_context import StepContext
 
 
 def check(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:

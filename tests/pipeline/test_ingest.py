@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.orchestrator import PipelineError
+from pipeline.errors import PipelineError
 from pipeline.settings import PACKAGED_SHA256, IngestConfig
 from pipeline.steps import ingest
 from tests.conftest import free_port
