@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import nox
+
+sys.path.insert(0, str(Path(__file__).parent))  # devtools: stdlib-only helpers of the sessions
+from devtools import system_tools
 
 nox.needs_version = ">=2025.2.9"
 nox.options.default_venv_backend = "uv|virtualenv"
@@ -120,9 +124,33 @@ def stack(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
-    """The test suite: `nox -s tests -- [pytest options]`."""
+    """The test suite: `nox -s tests -- [pytest options]`. Installs Chromium, its driver and
+    the PostgreSQL server binaries with apt when they are missing and apt can run (root or
+    passwordless sudo); otherwise stops at once, naming what to install."""
+    env = offline_env(**ensure_system_tools(session))
     install(session, "dev")
-    session.run("pytest", *session.posargs, env=offline_env())
+    session.run("pytest", *session.posargs, env=env)
+
+
+def ensure_system_tools(session: nox.Session) -> dict[str, str]:
+    """What the suite needs beyond Python, installed when it can be; the env that finds it."""
+    found = system_tools.find()
+    apt_ok, sudo = system_tools.can_apt()
+    step = system_tools.plan(found, can_apt=apt_ok)
+    if step.error:
+        session.error(step.error)
+    if step.install:
+        session.log(f"installing {' '.join(step.install)} with apt (the suite needs them)")
+        quiet = {"DEBIAN_FRONTEND": "noninteractive"}
+        session.run(*sudo, "apt-get", "update", "-qq", external=True, env=quiet)
+        session.run(
+            *sudo, "apt-get", "install", "-y", "-qq", "--no-install-recommends", *step.install,
+            external=True, env=quiet,
+        )  # fmt: skip
+        found = system_tools.find()
+        if found.missing():
+            session.error(f"apt installed {' '.join(step.install)}, yet {found.missing()} missing")
+    return system_tools.environment(found)
 
 
 @nox.session(python=PYTHON)

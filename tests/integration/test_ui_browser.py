@@ -70,11 +70,11 @@ def streamlit_url(service, tmp_path):
 
 
 def test_form_to_price_in_a_browser(streamlit_url, service, tmp_path):
-    for tool in ("chromium", "chromedriver"):
-        if shutil.which(tool) is None:
-            pytest.fail(
-                f"{tool} is missing: apt-get install chromium chromium-driver (.ci/run does)"
-            )
+    # `nox -s tests` finds (or installs) a working browser and names it in CHROMIUM.
+    browser = os.environ.get("CHROMIUM") or shutil.which("chromium")
+    driver_path = shutil.which("chromedriver")
+    if browser is None or driver_path is None:
+        pytest.fail("chromium or chromedriver is missing: `nox -s tests` installs them with apt")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service as DriverService
     from selenium.webdriver.common.by import By
@@ -82,11 +82,11 @@ def test_form_to_price_in_a_browser(streamlit_url, service, tmp_path):
     from selenium.webdriver.support.ui import WebDriverWait
 
     options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium") or ""
+    options.binary_location = browser
     for flag in CHROMIUM_FLAGS:
         options.add_argument(flag)
     options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
-    driver = webdriver.Chrome(options=options, service=DriverService(shutil.which("chromedriver")))
+    driver = webdriver.Chrome(options=options, service=DriverService(driver_path))
     try:
         driver.get(streamlit_url)
         wait = WebDriverWait(driver, 60)
