@@ -17,12 +17,14 @@ COPY --from=uv /uv /bin/uv
 ENV UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy UV_PYTHON_DOWNLOADS=never \
     UV_PROJECT_ENVIRONMENT=/app/.venv
 WORKDIR /src
-COPY pyproject.toml uv.lock README.md ./
+COPY pyproject.toml uv.lock ./
 # Downloads verify with uv's own roots, or with the CA bundle given as the build secret ca_bundle
 # (`--secret id=ca_bundle,src=…`, behind a TLS-inspecting proxy): mounted, never in a layer.
 RUN --mount=type=cache,target=/root/.cache/uv --mount=type=secret,id=ca_bundle \
     if [ -s /run/secrets/ca_bundle ]; then export SSL_CERT_FILE=/run/secrets/ca_bundle UV_NATIVE_TLS=1; fi; \
     uv sync --locked --no-default-groups --group mlflow --no-install-project
+# README.md is the wheel's description only: copied here, editing it reinstalls nothing.
+COPY README.md ./
 # The server's package (pipeline.tracking_server; tests/test_images.py follows its imports), which
 # also holds pipeline.id_token, the MLflow plugin the installed project registers.
 COPY pipeline/ pipeline/

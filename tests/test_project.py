@@ -215,6 +215,16 @@ def test_downloads_verify_with_a_mounted_ca_bundle_never_a_layer(dockerfile):
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=image_id)
+def test_dependencies_install_before_anything_that_changes_more_often(dockerfile):
+    """Only pyproject.toml and uv.lock come before the dependencies' layer: a README or source
+    edit must not reinstall them."""
+    text = dockerfile.read_text()
+    before = text[: text.index("--no-install-project")]
+    copies = [c for c in instruction(before, "COPY") if "--from=" not in c]
+    assert copies == ["COPY pyproject.toml uv.lock ./"]
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=image_id)
 def test_the_projects_wheel_is_built_from_this_images_sources(dockerfile):
     """uv's cache keys a local project by its pyproject.toml: with a shared cache mount, the
     service image got the wheel built for the MLflow image's sources (no service package)."""
