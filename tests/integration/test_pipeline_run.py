@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -40,23 +45,60 @@ def _statuses(out: str) -> dict[str, str]:
     }
 
 
+class FirstRun(NamedTuple):
+    home: Path
+    config: Path
+    out: str
+
+
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, sample_csv):
-    """One full run into a fresh home, shared by the tests that inspect its results."""
+def first_run(tmp_path_factory, sample_csv) -> FirstRun:
+    """One full run into a fresh home. Tests only read it; a test that changes a home gets its
+    own copy (``home``), so no result depends on the order tests run in."""
     home = tmp_path_factory.mktemp("home")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("HOUSING_MLOPS_HOME", str(home))
-    mp.delenv("MLFLOW_TRACKING_URI", raising=False)
     config = _config(home / "small.toml")
-    yield home, config, mp
-    mp.undo()
+    out = io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out):
+        mp.setenv("HOUSING_MLOPS_HOME", str(home))
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        assert main(["run", "--config", str(config), "--source", str(sample_csv)]) == 0
+    return FirstRun(home, config, out.getvalue())
 
 
-def test_first_run_trains_registers_and_promotes(trained, sample_csv, capsys):
-    home, config, _ = trained
-    assert main(["run", "--config", str(config), "--source", str(sample_csv)]) == 0
-    out = capsys.readouterr().out
-    assert set(_statuses(out).values()) == {"ran"}
+def copy_home(source: Path, target: Path) -> Path:
+    """A copy of a pipeline home that stands alone: MLflow's SQLite store records absolute
+    artifact paths, rewritten here to the copy's."""
+    shutil.copytree(source, target)
+    with sqlite3.connect(target / "mlflow.db") as db:
+        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        for table in tables:
+            for column in db.execute(f"PRAGMA table_info('{table}')").fetchall():
+                if "CHAR" in column[2].upper() or "TEXT" in column[2].upper():
+                    db.execute(
+                        f'UPDATE "{table}" SET "{column[1]}" = replace("{column[1]}", ?, ?)',
+                        (str(source), str(target)),
+                    )
+    return target
+
+
+@pytest.fixture
+def home(first_run, tmp_path, monkeypatch) -> Path:
+    """This test's own copy of the first run's home, as HOUSING_MLOPS_HOME."""
+    copied = copy_home(first_run.home, tmp_path / "home")
+    monkeypatch.setenv("HOUSING_MLOPS_HOME", str(copied))
+    return copied
+
+
+@pytest.fixture
+def trained(first_run, monkeypatch) -> Path:
+    """The first run's home, to read."""
+    monkeypatch.setenv("HOUSING_MLOPS_HOME", str(first_run.home))
+    return first_run.home
+
+
+def test_first_run_trains_registers_and_promotes(first_run):
+    home = first_run.home
+    assert set(_statuses(first_run.out).values()) == {"ran"}
     for key in (
         "data/raw.parquet",
         "reports/evaluate.json",
@@ -65,6 +107,7 @@ def test_first_run_trains_registers_and_promotes(trained, sample_csv, capsys):
     ):
         assert (home / "artifacts" / key).is_file(), key
     assert (home / "artifacts/models/housing-price/champion/MLmodel").is_file()
+    assert (home / "artifacts/models/housing-price/champion/manifest.json").is_file()
     assert list((home / "wandb").glob("offline-run-*")), "W&B offline run missing"
 
 
@@ -72,7 +115,7 @@ def test_champion_loads_with_pyfunc_and_predicts_raw_rows(trained, housing_sampl
     import mlflow
     import numpy as np
 
-    home, _, _ = trained
+    home = trained
     mlflow.set_tracking_uri(f"sqlite:///{home / 'mlflow.db'}")
     model = mlflow.pyfunc.load_model("models:/housing-price@champion")
     rows = housing_sample[list(schema.FEATURES)].head(20).copy()
@@ -90,7 +133,7 @@ def test_champion_loads_with_pyfunc_and_predicts_raw_rows(trained, housing_sampl
 def test_every_step_and_trial_is_a_nested_mlflow_run(trained):
     import mlflow
 
-    home, _, _ = trained
+    home = trained
     mlflow.set_tracking_uri(f"sqlite:///{home / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["housing-price"], output_format="list")
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
@@ -110,14 +153,13 @@ def test_every_step_and_trial_is_a_nested_mlflow_run(trained):
     assert {"trial-0", "trial-1", "trial-2"} <= names
 
 
-def test_second_run_skips_everything(trained, sample_csv, capsys):
-    _, config, _ = trained
+def test_second_run_skips_everything(home, first_run, sample_csv, capsys):
+    config = home / first_run.config.name
     assert main(["run", "--config", str(config), "--source", str(sample_csv)]) == 0
     assert set(_statuses(capsys.readouterr().out).values()) == {"cached"}
 
 
-def test_changing_tune_settings_reruns_tune_onward(trained, sample_csv, capsys):
-    home, _, _ = trained
+def test_changing_tune_settings_reruns_tune_onward(home, sample_csv, capsys):
     config = _config(home / "more.toml", n_trials=4)
     assert main(["run", "--config", str(config), "--source", str(sample_csv)]) == 0
     statuses = _statuses(capsys.readouterr().out)
@@ -184,12 +226,13 @@ def test_wrong_checksum_and_failed_validation_leave_no_artifact(
     assert not (artifacts / "state/validate.json").exists()
 
 
-def test_promote_by_hand_moves_the_alias_and_the_export(trained, capsys):
+def test_promote_by_hand_moves_the_alias_and_the_export(home, sample_csv, capsys):
     import json
 
     import mlflow
 
-    home, _, _ = trained
+    config = _config(home / "more.toml", n_trials=4)
+    assert main(["run", "--config", str(config), "--source", str(sample_csv)]) == 0
     assert main(["promote", "--version", "1"]) == 0
     assert "version 1 is now @champion" in capsys.readouterr().out
     mlflow.set_tracking_uri(f"sqlite:///{home / 'mlflow.db'}")
