@@ -204,12 +204,17 @@ def check(config: StackConfig) -> None:
             raise ConfigError(f"{ns}:{section}.maxInstances must be at least 1")
     if config.service.min_instances > config.service.max_instances:
         raise ConfigError(f"{ns}:service.minInstances exceeds service.maxInstances")
-    for member in config.tracking.invokers:
-        if member in PUBLIC_MEMBERS or not _MEMBER.match(member):
-            raise ConfigError(
-                f"{ns}:tracking.invokers has {member!r}: list members such as "
-                "'user:ada@example.com' or 'group:ml@example.com'; MLflow is never public"
-            )
+    _check_members(
+        "tracking.invokers",
+        config.tracking.invokers,
+        "'user:ada@example.com' or 'group:ml@example.com'; MLflow is never public",
+    )
+    _check_members(
+        "service.invokers",
+        config.service.invokers,
+        "'serviceAccount:caller@p.iam.gserviceaccount.com' or 'group:ml@example.com'; to open "
+        "the API to everyone set service.public: true",
+    )
     repo = config.github.repository
     if repo and not _REPOSITORY.match(repo):
         raise ConfigError(f"{ns}:github.repository {repo!r} must be 'owner/name'")
@@ -221,13 +226,6 @@ def check(config: StackConfig) -> None:
     problem = tier_problem(config.database.tier, config.database.edition)
     if problem:
         raise ConfigError(f"{ns}:database: {problem}")
-    for member in config.service.invokers:
-        if member in PUBLIC_MEMBERS or not _MEMBER.match(member):
-            raise ConfigError(
-                f"{ns}:service.invokers has {member!r}: list members such as "
-                "'serviceAccount:caller@p.iam.gserviceaccount.com' or 'group:ml@example.com'; "
-                "to open the API to everyone set service.public: true"
-            )
     if config.production:
         pinned = {f"images.{part}": ref for part, ref in config.images.refs().items()}
         if config.release is not None and config.release.image:
@@ -246,6 +244,13 @@ def check(config: StackConfig) -> None:
                 "a production stack: a repository name can be re-registered by someone else; "
                 "`gh api repos/OWNER/NAME --jq '.id, .owner.id'` prints both"
             )
+
+
+def _check_members(key: str, members: tuple[str, ...], examples: str) -> None:
+    """IAM members named in config: typed principals, never a public one."""
+    for member in members:
+        if member in PUBLIC_MEMBERS or not _MEMBER.match(member):
+            raise ConfigError(f"{NAMESPACE}:{key} has {member!r}: list members such as {examples}")
 
 
 def from_pulumi() -> StackConfig:
