@@ -15,12 +15,20 @@ from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+from litestar.plugins.prometheus import PrometheusConfig
 
 from pipeline.schema import OCEAN_PROXIMITY
 from service import loader
 from service.batching import MicroBatcher
-from service.observability import MODEL_VERSION, PREDICTIONS, request_log_middleware
+from service.observability import (
+    METRICS_MEDIA_TYPE,
+    METRICS_PATH,
+    MODEL_VERSION,
+    PREDICTIONS,
+    exposition,
+    in_flight_middleware,
+    request_log_middleware,
+)
 from service.openapi import PredictOperation, openapi_config, predict_components, swagger_assets
 from service.predictor import Predictor
 from service.schemas import (
@@ -129,6 +137,18 @@ async def ready(state: State) -> Response[Status]:
     return Response(Status("ready", f"{state.predictor.meta.name} v{state.predictor.meta.version}"))
 
 
+@get(
+    METRICS_PATH,
+    operation_id="metrics",
+    summary="Prometheus metrics, in its text format",
+    media_type=METRICS_MEDIA_TYPE,
+    tags=["ops"],
+    sync_to_thread=False,
+)
+def metrics() -> Response[bytes]:
+    return Response(exposition(), media_type=METRICS_MEDIA_TYPE)
+
+
 def _request_error(request: Request[Any, Any, Any], exc: RequestError) -> Response[Any]:
     return Response(error_json(exc), status_code=exc.status)
 
@@ -141,7 +161,8 @@ def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response
             for e in exc.extra
             if isinstance(e, dict)
         ]
-    return Response(error_json(err), status_code=exc.status_code)
+    # The exception's headers are part of the answer: a 405's Allow (RFC 9110), for one.
+    return Response(error_json(err), status_code=exc.status_code, headers=exc.headers)
 
 
 def _server_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
@@ -172,7 +193,7 @@ def create_app(settings: ServiceSettings, gcs_client: Any = None) -> Litestar:
         yield
 
     prometheus = PrometheusConfig(
-        app_name="housing_service", prefix="housing", group_path=True, exclude=["/metrics"]
+        app_name="housing_service", prefix="housing", group_path=True, exclude=[METRICS_PATH]
     )
     cors = (
         CORSConfig(allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"])
@@ -180,7 +201,7 @@ def create_app(settings: ServiceSettings, gcs_client: Any = None) -> Litestar:
         else None
     )
     app = Litestar(
-        route_handlers=[predict, model_info, health, ready, PrometheusController, swagger_assets()],
+        route_handlers=[predict, model_info, health, ready, metrics, swagger_assets()],
         state=State(
             {
                 "settings": settings,
@@ -191,7 +212,7 @@ def create_app(settings: ServiceSettings, gcs_client: Any = None) -> Litestar:
             }
         ),
         lifespan=[lifespan],
-        middleware=[request_log_middleware, prometheus.middleware],
+        middleware=[request_log_middleware, in_flight_middleware, prometheus.middleware],
         openapi_config=openapi_config(API_VERSION),
         exception_handlers={
             RequestError: _request_error,
@@ -204,5 +225,8 @@ def create_app(settings: ServiceSettings, gcs_client: Any = None) -> Litestar:
     )
     # Litestar replaces configured components with the ones it infers; add the hand-decoded body's.
     components = app.openapi_schema.components
-    components.schemas = {**dict(components.schemas or {}), **predict_components()}
+    components.schemas = {
+        **dict(components.schemas or {}),
+        **predict_components(settings.max_instances),
+    }
     return app

@@ -11,12 +11,21 @@ from datetime import UTC, datetime
 from typing import Any
 
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
-from prometheus_client import Counter, Gauge
+from prometheus_client import REGISTRY, Counter, Gauge, generate_latest
 
 PREDICTIONS = Counter(
     "housing_predictions_total", "Houses priced, by model version", ["model_version"]
 )
 MODEL_VERSION = Gauge("housing_model_version", "Version of the loaded model (0 = none loaded)")
+IN_FLIGHT = Gauge(
+    "http_requests_in_flight",
+    "HTTP requests the app has begun and not yet answered (scrapes of /metrics not counted)",
+)
+
+METRICS_PATH = "/metrics"
+#: The Prometheus text format, version 0.0.4: what prometheus_client serves by default and every
+#: Prometheus server reads. Litestar adds ``; charset=utf-8`` to a text type it sends.
+METRICS_MEDIA_TYPE = "text/plain; version=0.0.4"
 
 _SEVERITY = {"WARNING": "WARNING", "ERROR": "ERROR", "CRITICAL": "CRITICAL", "DEBUG": "DEBUG"}
 
@@ -106,3 +115,25 @@ def request_log_middleware(app: ASGIApp) -> ASGIApp:
             )
 
     return middleware
+
+
+def in_flight_middleware(app: ASGIApp) -> ASGIApp:
+    """Keeps ``http_requests_in_flight``: up when the app receives a request's head (its body
+    may still be arriving), down when the request is done, whatever the outcome."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("path") == METRICS_PATH:
+            await app(scope, receive, send)
+            return
+        IN_FLIGHT.inc()
+        try:
+            await app(scope, receive, send)
+        finally:
+            IN_FLIGHT.dec()
+
+    return middleware
+
+
+def exposition() -> bytes:
+    """Every metric of this process in the Prometheus text format (``METRICS_MEDIA_TYPE``)."""
+    return generate_latest(REGISTRY)

@@ -52,8 +52,11 @@ def _to_schema(node: Any) -> Any:
     return node
 
 
-def predict_components() -> dict[str, Schema]:
+def predict_components(max_instances: int) -> dict[str, Schema]:
+    """The predict body's schemas; ``instances`` holds at most ``max_instances`` houses, the
+    limit the server enforces (MAX_INSTANCES), which the type alone can't know."""
     (_,), components = msgspec.json.schema_components([PredictRequest], ref_template=_REF)
+    components["PredictRequest"]["properties"]["instances"]["maxItems"] = max_instances
     return {name: _to_schema(schema) for name, schema in components.items()}
 
 

@@ -6,12 +6,36 @@ one answer (``instances[3].latitude``), not only the first.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
 import msgspec
 from msgspec import Meta
 
 from pipeline.schema import OCEAN_PROXIMITY, RANGES, normalise_ocean_proximity
+
+#: What may separate, precede and follow the words of a category: ASCII whitespace and ``_``.
+#: ``normalise_ocean_proximity`` turns each run of them into one space (or none at the ends).
+_SEPARATOR = r"[\t\n\v\f\r _]"
+
+
+def _spellings(category: str) -> str:
+    """A regex for ``category`` in any case, its words separated by one or more separators."""
+    words = (
+        "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else re.escape(c) for c in word)
+        for word in category.split(" ")
+    )
+    return f"{_SEPARATOR}+".join(words)
+
+
+#: Exactly the spellings the service reads as one of the data set's categories, generated from
+#: the category list; published in the OpenAPI document and enforced by decoding. Written in the
+#: subset of regex syntax that ECMA-262 (JSON Schema's dialect) and Python read alike: the
+#: trailing class holds ``\n``, so Python's ``$`` (which also matches before a final newline)
+#: accepts no more than ECMA-262's.
+OCEAN_PROXIMITY_PATTERN = (
+    f"^{_SEPARATOR}*(?:{'|'.join(_spellings(c) for c in OCEAN_PROXIMITY)}){_SEPARATOR}*$"
+)
 
 
 def _meta(name: str) -> Meta:
@@ -34,8 +58,12 @@ class House(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
         str,
         Meta(
             max_length=32,
-            description=f"one of {', '.join(OCEAN_PROXIMITY)}; case and spacing are ignored",
-            examples=["NEAR BAY"],
+            pattern=OCEAN_PROXIMITY_PATTERN,
+            description=(
+                f"one of {', '.join(OCEAN_PROXIMITY)}; case is ignored, and so are ASCII "
+                "whitespace and underscores around and between the words"
+            ),
+            examples=["NEAR BAY", "near_bay"],
         ),
     ]
 
@@ -139,9 +167,25 @@ def parse_predict_request(body: bytes, max_instances: int) -> list[House]:
         pass
     else:
         houses = request.instances
-        if len(houses) <= max_instances and all(h.ocean_proximity in _KNOWN for h in houses):
-            return houses
+        if len(houses) <= max_instances:
+            return [h if h.ocean_proximity in _KNOWN else _canonical(h) for h in houses]
     return _parse_each(body, max_instances)
+
+
+def _canonical(house: House) -> House:
+    """The house with its category spelled as the data set does; decoding has checked it
+    against ``OCEAN_PROXIMITY_PATTERN``, whose every spelling normalises to a category."""
+    return msgspec.structs.replace(
+        house, ocean_proximity=normalise_ocean_proximity(house.ocean_proximity)
+    )
+
+
+def _ocean_proximity_error(raw: msgspec.Raw) -> str:
+    value = msgspec.json.decode(raw).get("ocean_proximity")
+    return (
+        f"unknown value {value!r}; expected one of {_CATEGORIES} (case, spaces and underscores "
+        "are ignored)"
+    )
 
 
 def _parse_each(body: bytes, max_instances: int) -> list[House]:
@@ -172,23 +216,14 @@ def _parse_each(body: bytes, max_instances: int) -> list[House]:
             house = _house.decode(raw)
         except msgspec.ValidationError as exc:
             path, text = _split(exc)
+            if path == ".ocean_proximity" and "matching regex" in text:
+                text = _ocean_proximity_error(raw)
             errors.append(FieldError(f"instances[{i}]{path}", text))
             continue
         except msgspec.DecodeError as exc:
             errors.append(FieldError(f"instances[{i}]", f"malformed JSON: {exc}"))
             continue
-        category = normalise_ocean_proximity(house.ocean_proximity)
-        if category not in OCEAN_PROXIMITY:
-            errors.append(
-                FieldError(
-                    f"instances[{i}].ocean_proximity",
-                    f"unknown value {house.ocean_proximity!r}; expected one of {_CATEGORIES}",
-                )
-            )
-            continue
-        if category != house.ocean_proximity:
-            house = msgspec.structs.replace(house, ocean_proximity=category)
-        houses.append(house)
+        houses.append(house if house.ocean_proximity in _KNOWN else _canonical(house))
     if errors:
         raise RequestError(400, f"{len(errors)} invalid house(s)", errors)
     return houses

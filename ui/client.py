@@ -16,7 +16,8 @@ RETRY_STATUSES = frozenset({502, 503, 504})
 
 
 class ServiceUnavailableError(RuntimeError):
-    """The service did not answer; the message is the one line the page shows."""
+    """The service did not answer, or not as the service does; the message is the one line the
+    page shows."""
 
 
 class ServiceClient:
@@ -39,7 +40,11 @@ class ServiceClient:
         self.http.close()
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """The service's answer, retried with exponential backoff while it can't give one."""
+        """The service's JSON answer, retried with exponential backoff while it can't give one.
+
+        An answer that isn't JSON comes from something else at API_URL (the UI itself, a proxy's
+        error page): it is not retried but raised at once, in one line, as the service being
+        unavailable."""
         last = ""
         for attempt in range(max(1, self.settings.retries)):
             if attempt:
@@ -58,6 +63,12 @@ class ServiceClient:
             if response.status_code in RETRY_STATUSES and path != "/ready":
                 last = f"answered {response.status_code}: {_detail(response)}"
                 continue
+            if not _is_json(response):
+                content_type = response.headers.get("content-type") or "no content type"
+                raise ServiceUnavailableError(
+                    f"The prediction service at {self.settings.api_url} did not answer JSON "
+                    f"({response.status_code}, {content_type}); check API_URL."
+                )
             return response
         raise ServiceUnavailableError(
             f"The prediction service at {self.settings.api_url} {last}; check API_URL and that "
@@ -79,8 +90,20 @@ class ServiceClient:
         return alive, ready.status_code == 200, str(ready.json().get("detail", ""))
 
 
+def _is_json(response: httpx.Response) -> bool:
+    media_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != "application/json" and not media_type.endswith("+json"):
+        return False
+    try:
+        response.json()
+    except ValueError:
+        return False
+    return True
+
+
 def _detail(response: httpx.Response) -> str:
+    """The answer's ``detail``, or its text on one line (a proxy's error page is HTML)."""
     try:
         return str(response.json().get("detail", ""))[:200]
-    except ValueError:
-        return response.text[:200]
+    except (ValueError, AttributeError):
+        return " ".join(response.text.split())[:200]

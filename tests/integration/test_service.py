@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline import schema
 from tests.conftest import free_port
@@ -186,6 +188,20 @@ def test_falls_back_to_the_export_when_mlflow_is_unreachable(model_home, start_s
     assert "model source failed" in svc.logs()
 
 
+def republish(export: Path) -> None:
+    """The export folder published again as it now is, manifest included: a version registered
+    with these files (the loader refuses files that don't match their manifest)."""
+    from pipeline.exports import MANIFEST, publish
+    from pipeline.storage import LocalStore
+
+    files = [
+        (str(path.relative_to(export)), path.read_bytes())
+        for path in sorted(export.rglob("*"))
+        if path.is_file() and path.name != MANIFEST
+    ]
+    publish(LocalStore(export), "", files)
+
+
 def test_a_broken_fast_form_falls_back_to_scikit_learn_and_says_so(
     model_home, tmp_path, start_service
 ):
@@ -193,6 +209,7 @@ def test_a_broken_fast_form_falls_back_to_scikit_learn_and_says_so(
     shutil.copytree(model_home / "artifacts" / "models" / "housing-price" / "champion", export)
     assert (export / "model.onnx").is_file(), "the register step exported the fast form"
     (export / "model.onnx").write_bytes(b"not an onnx graph")
+    republish(export)
     env = {
         "HOUSING_MLOPS_HOME": str(tmp_path),
         "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}",
@@ -252,6 +269,7 @@ def test_the_fast_form_serves_only_once_it_reproduces_scikit_learn(
     else:
         edit = (lambda r: None) if change == "no reference" else _off_by_a_percent
         _edit_reference(export / "model.onnx", edit)
+    republish(export)
     predictor = Predictor(from_export(ServiceSettings(fallback_uri=str(export))))
     assert predictor.runtime == runtime
     assert (predictor.model is not None) == (change != "no sklearn file")
@@ -314,20 +332,63 @@ def test_without_a_model_it_lives_but_is_not_ready(tmp_path, start_service):
         assert response.json()["detail"].startswith("no model loaded")
 
 
+def in_flight(url: str) -> float:
+    """The server's ``http_requests_in_flight`` gauge (its own scrapes not counted)."""
+    text = httpx.get(url + "/metrics", timeout=10).text
+    (family,) = [
+        f for f in text_string_to_metric_families(text) if f.name == "http_requests_in_flight"
+    ]
+    return family.samples[0].value
+
+
+def wait_until(condition, what: str, timeout: float = 90) -> None:
+    """Polls ``condition`` until it holds; a generous deadline, for slow machines."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not after {timeout} s")
+        time.sleep(0.05)
+
+
 def test_sigterm_drains_requests_in_flight(model_home, start_service, housing_sample):
-    batch = {"instances": rows(housing_sample, 1000)}
-    with start_service({"HOUSING_MLOPS_HOME": str(model_home)}) as svc:
+    """Twelve 1,000-house uploads are in the server (their heads read, half of each body sent)
+    when SIGTERM comes; the server stops taking connections and still answers all twelve."""
+    body = json.dumps({"instances": rows(housing_sample, 1000)}).encode()
+    release = threading.Event()
+
+    def upload():
+        yield body[: len(body) // 2]
+        release.wait(timeout=300)
+        yield body[len(body) // 2 :]
+
+    # A slow machine needs more than the default 20 s to price 12,000 houses after the signal.
+    env = {"HOUSING_MLOPS_HOME": str(model_home), "DRAIN_SECONDS": "120"}
+    with start_service(env) as svc:
 
         def call() -> int:
-            return httpx.post(svc.url + "/api/v1/predict", json=batch, timeout=60).status_code
+            return httpx.post(
+                svc.url + "/api/v1/predict",
+                content=upload(),
+                headers={"content-type": "application/json"},
+                timeout=120,
+            ).status_code
 
         with concurrent.futures.ThreadPoolExecutor(12) as pool:
-            futures = [pool.submit(call) for _ in range(12)]
-            time.sleep(0.3)
-            svc.proc.send_signal(signal.SIGTERM)
+            try:
+                futures = [pool.submit(call) for _ in range(12)]
+                wait_until(lambda: in_flight(svc.url) == 12, "12 requests in flight")
+                svc.proc.send_signal(signal.SIGTERM)
+                wait_until(
+                    lambda: "Waiting for connections to close" in svc.logs(),
+                    "the server draining after SIGTERM",
+                )
+                with pytest.raises(httpx.ConnectError):
+                    httpx.get(svc.url + "/health", timeout=10)
+            finally:
+                release.set()
             statuses = [f.result() for f in futures]
         # uvicorn shuts down gracefully, then re-raises the signal: exit status -SIGTERM
-        assert svc.proc.wait(timeout=60) in (0, -signal.SIGTERM)
+        assert svc.proc.wait(timeout=120) in (0, -signal.SIGTERM)
     assert statuses == [200] * 12
     assert "Finished server process" in svc.logs()
 

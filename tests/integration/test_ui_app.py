@@ -10,6 +10,7 @@ from streamlit.testing.v1 import AppTest
 
 from pipeline import schema
 from tests.conftest import free_port
+from tests.integration.test_ui_client import answering_html
 
 APP = str(Path(__file__).resolve().parents[2] / "ui" / "app.py")
 
@@ -81,3 +82,28 @@ def test_model_page_and_service_down(app, service):
     messages = [e.value for e in down.error]
     assert messages
     assert all("check API_URL" in m for m in messages)
+
+
+def test_a_url_that_answers_html_is_one_line_on_every_page(app):
+    """API_URL pointing at the UI itself (Streamlit answers HTML): each page says so in one
+    line, no traceback."""
+    table = ",".join(schema.FEATURES) + "\n-122.23,37.88,41,880,129,322,126,8.3252,NEAR BAY\n"
+    shown: list[list[str]] = []
+    with answering_html() as (url, _):
+        at = app(url).run()  # the model page asks at once
+        assert not at.exception, at.exception
+        shown.append([e.value for e in at.error])
+        steps = [
+            lambda at: at.form_submit_button[0].click(),
+            lambda at: at.text_area(key="pasted").input(table),
+            lambda at: at.button(key="price_table").click(),
+        ]
+        for step in steps:
+            step(at).run()
+            assert not at.exception, at.exception
+            shown.append([e.value for e in at.error])
+    # The model page each time; one house after its submit; many houses after its button.
+    assert [len(messages) for messages in shown] == [1, 2, 1, 2]
+    for message in {m for messages in shown for m in messages}:
+        assert f"service at {url} did not answer JSON (200, text/html" in message
+        assert "\n" not in message

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import threading
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -13,6 +15,74 @@ from tests.conftest import free_port
 from ui.batch import missing_columns, price_table
 from ui.client import ServiceClient, ServiceUnavailableError
 from ui.settings import UISettings, from_env
+
+STREAMLIT_PAGE = b"<!doctype html><html><head><title>Streamlit</title></head><body></body></html>"
+
+
+@contextlib.contextmanager
+def answering_html(
+    status: int = 200, page: bytes = STREAMLIT_PAGE
+) -> Iterator[tuple[str, list[str]]]:
+    """A loopback server that answers every request with an HTML page, as Streamlit does (what
+    the UI meets when API_URL points at the UI itself); yields its URL and the paths asked."""
+    asked: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def answer(self) -> None:
+            asked.append(f"{self.command} {self.path}")
+            length = int(self.headers.get("content-length") or 0)
+            self.rfile.read(length)
+            self.send_response(status)
+            self.send_header("content-type", "text/html; charset=utf-8")
+            self.send_header("content-length", str(len(page)))
+            self.end_headers()
+            self.wfile.write(page)
+
+        def do_GET(self) -> None:
+            self.answer()
+
+        def do_POST(self) -> None:
+            self.answer()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", asked
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_an_answer_that_is_not_json_is_one_line_naming_api_url():
+    with answering_html() as (url, asked):
+        client = ServiceClient(UISettings(api_url=url, retries=3), sleep=lambda _: None)
+        for call in (client.health, client.model, lambda: client.predict([{}])):
+            with pytest.raises(ServiceUnavailableError) as err:
+                call()
+            message = str(err.value)
+            assert f"service at {url} did not answer JSON (200, text/html; charset=utf-8)" in (
+                message
+            )
+            assert "check API_URL" in message
+            assert "\n" not in message
+        client.close()
+    # Something else answers at API_URL: asking again would not change that.
+    assert asked == ["GET /health", "GET /api/v1/model", "POST /api/v1/predict"]
+
+
+def test_a_proxys_error_page_is_retried_then_one_line():
+    page = b"<html>\n<head><title>503 Service Unavailable</title></head>\n<body>\n</body>\n</html>"
+    with answering_html(503, page) as (url, asked):
+        client = ServiceClient(UISettings(api_url=url, retries=3), sleep=lambda _: None)
+        with pytest.raises(ServiceUnavailableError) as err:
+            client.model()
+        client.close()
+    assert len(asked) == 3
+    assert "answered 503: <html> <head><title>503 Service Unavailable</title>" in str(err.value)
+    assert "\n" not in str(err.value)
 
 
 def test_table_with_bad_rows_prices_the_rest(service, housing_sample):

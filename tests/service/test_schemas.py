@@ -2,9 +2,11 @@ import json
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from pipeline.schema import EXAMPLE_HOUSE
-from service.schemas import House, RequestError, parse_predict_request
+from pipeline.schema import EXAMPLE_HOUSE, OCEAN_PROXIMITY, normalise_ocean_proximity
+from service.schemas import OCEAN_PROXIMITY_PATTERN, House, RequestError, parse_predict_request
 
 HOUSE = EXAMPLE_HOUSE
 
@@ -66,3 +68,19 @@ def test_count_limits_and_envelope_errors():
     assert errors(b'{"houses": []}') == {"$": "Object contains unknown field `houses`"}
     with pytest.raises(RequestError, match="malformed JSON"):
         parse_predict_request(b'{"instances": [', 10)
+
+
+@settings(max_examples=100, deadline=None)
+@given(spelling=st.from_regex(OCEAN_PROXIMITY_PATTERN).filter(lambda s: len(s) <= 32))
+def test_every_spelling_the_published_pattern_admits_is_priced_as_its_category(spelling):
+    (house,) = parse_predict_request(body({**HOUSE, "ocean_proximity": spelling}), 10)
+    assert house.ocean_proximity == normalise_ocean_proximity(spelling)
+    assert house.ocean_proximity in OCEAN_PROXIMITY
+
+
+def test_an_unknown_category_is_named_in_plain_words():
+    found = errors(body({**HOUSE, "ocean_proximity": ""}))
+    assert found == {
+        "instances[0].ocean_proximity": "unknown value ''; expected one of <1H OCEAN, INLAND, "
+        "ISLAND, NEAR BAY, NEAR OCEAN (case, spaces and underscores are ignored)"
+    }
