@@ -90,7 +90,9 @@ def test_the_whole_platform_starts_serves_and_stops(registered, model_home, samp
         stack.send_signal(signal.SIGINT)
         assert stack.wait(timeout=60) == 0
         assert "stopped" in Path(log.name).read_text()
-        time.sleep(0.5)
+        deadline = time.monotonic() + 30  # exited processes may take a moment to be reaped
+        while processes_with(home) and time.monotonic() < deadline:
+            time.sleep(0.1)
         assert processes_with(home) == [], "no process left behind"
     finally:
         if stack.poll() is None:
