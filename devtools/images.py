@@ -495,6 +495,13 @@ def run_command(
     return [*command, image, *args]
 
 
+def healthcheck_command(test: Sequence[str]) -> list[str]:
+    """What to exec for an image config's ``Healthcheck.Test`` (empty for none)."""
+    if test[:1] == ["CMD-SHELL"]:
+        return ["sh", "-c", *test[1:]]
+    return list(test[1:]) if test[:1] == ["CMD"] else []
+
+
 def size_table(rows: Sequence[tuple[str, int, int | None]]) -> str:
     """``image | size | before`` in MB (10**6 bytes), as the engines print them."""
     lines = ["| image | size | before | change |", "| --- | ---: | ---: | ---: |"]
@@ -669,9 +676,10 @@ class Engine:
             raise CheckError(f"{' '.join(args[:2])} failed (log: {path}):\n{tail}")
 
     def exists(self, ref: str) -> bool:
+        command = ["podman", "image", "exists", ref]
         if self.kind == "docker":
-            return self.run("docker", "image", "inspect", ref, check=False) != ""
-        return subprocess.run(["podman", "image", "exists", ref], env=self.env).returncode == 0
+            command = ["docker", "image", "inspect", "--format", "{{.Id}}", ref]
+        return subprocess.run(command, env=self.env, capture_output=True).returncode == 0
 
     def available(self, ref: str) -> bool:
         """Present, or pulled now."""
@@ -700,10 +708,7 @@ class Engine:
         """The image's HEALTHCHECK command (empty when it has none)."""
         fmt = "{{json .Config.Healthcheck}}" if self.kind == "docker" else "{{json .HealthCheck}}"
         config = json.loads(self.run(self.kind, "image", "inspect", ref, "--format", fmt) or "null")
-        test = list((config or {}).get("Test") or [])
-        if test[:1] == ["CMD-SHELL"]:
-            return ["sh", "-c", *test[1:]]
-        return test[1:] if test[:1] == ["CMD"] else []
+        return healthcheck_command((config or {}).get("Test") or [])
 
     def start(self, spec: ImageSpec, name: str, env: Mapping[str, str], **kw: Any) -> str:
         self.remove(name)

@@ -378,3 +378,10 @@ def test_the_probe_asks_each_image_what_its_spec_says():
     spec = ImageSpec("x", "x/Dockerfile", "x", (), ("a",), ("b",))
     assert images.probe_request(spec) == {"imports": ["a"], "absent": ["b"]}
     assert "token_audience" in images.probe_request(images.spec_named("ui"))
+
+
+def test_the_healthcheck_runs_as_the_image_declares_it():
+    assert images.healthcheck_command(["CMD", "python", "-c", "x"]) == ["python", "-c", "x"]
+    assert images.healthcheck_command(["CMD-SHELL", "curl -f x"]) == ["sh", "-c", "curl -f x"]
+    assert images.healthcheck_command(["NONE"]) == []
+    assert images.healthcheck_command([]) == []
