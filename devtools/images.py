@@ -1105,9 +1105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with timed("bases", times):
             build_args = resolve_bases(engine, work)
         bundle = ca_bundle(os.environ)
-        for spec in IMAGES:
-            if options.no_build:
-                continue
+        for spec in () if options.no_build else IMAGES:
             with timed(f"build {spec.name}", times):
                 command = build_command(engine.kind, spec, build_args, bundle)
                 engine.logged(f"build-{spec.name}.log", *command)
@@ -1137,6 +1135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log(f"(base {build_args['BASE_IMAGE']}: {base / 1e6:,.0f} MB of each)")
         log("")
         log("\n".join(f"{label}: {seconds:.0f}s" for label, seconds in times.items()))
+        log(f"total: {sum(times.values()):.0f}s (logs: {logs})")
         return 0
     except CheckError as error:
         print(f"error: {error}", file=sys.stderr)
