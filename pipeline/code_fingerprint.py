@@ -22,9 +22,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
+#: The project's own top-level packages. In an installed environment (an image) ROOT is
+#: site-packages, so only these names count as project code; every other is a library.
+PROJECT_PACKAGES = frozenset({"pipeline", "service", "ui", "infra", "devtools"})
+
+
 def module_file(name: str, root: Path = ROOT) -> Path | None:
     """The source file of project module ``name`` (a package's ``__init__.py``), or None when
     it is not the project's."""
+    if name.split(".")[0] not in PROJECT_PACKAGES:
+        return None
     base = root.joinpath(*name.split("."))
     for candidate in (base.with_suffix(".py"), base / "__init__.py"):
         if candidate.is_file():

@@ -63,7 +63,22 @@ def test_register_reaches_the_fast_form_it_exports():
     assert "pipeline.steps.tune" not in modules
 
 
-def test_imports_inside_functions_count_and_type_checking_ones_do_not(tmp_path):
+def test_installed_libraries_beside_the_project_are_not_project_code(tmp_path):
+    """In an image the project sits in site-packages beside its libraries."""
+    for name in ("pipeline", "somelib"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "__init__.py").write_text(
+            "import somelib\n" if name == "pipeline" else ""
+        )
+    modules, external = reach("pipeline", tmp_path)
+    assert set(modules) == {"pipeline"}
+    assert external == {"somelib"}
+
+
+def test_imports_inside_functions_count_and_type_checking_ones_do_not(tmp_path, monkeypatch):
+    from pipeline import code_fingerprint as cf
+
+    monkeypatch.setattr(cf, "PROJECT_PACKAGES", cf.PROJECT_PACKAGES | {"pkg"})
     pkg = tmp_path / "pkg"
     pkg.mkdir()
     (pkg / "__init__.py").write_text("")
