@@ -1,8 +1,8 @@
 """The GitHub Actions workflows can't run here, so: actionlint (with shellcheck for the `run:`
 scripts) finds nothing in them; their deploy scripts run against local stand-ins (a git remote in
-a folder, loopback HTTP servers, recording fakes of pulumi, gcloud, skopeo and nox); what they
-call must exist; and every secret or variable they read is documented for whoever sets up the
-repository."""
+a folder, loopback HTTP servers, recording fakes of pulumi, gcloud, skopeo, docker and nox);
+what they call must exist; and every secret or variable they read is documented for whoever sets
+up the repository."""
 
 from __future__ import annotations
 
@@ -342,6 +342,12 @@ if tool == "pulumi" and argv[:2] == ["stack", "output"]:
     print(value if isinstance(value, str) and "--json" not in rest else json.dumps(value))
 if tool == "gcloud" and argv[:2] == ["auth", "print-access-token"]:
     print(os.environ["FAKE_GCLOUD_TOKEN"])
+if tool == "docker" and argv[:3] == ["buildx", "imagetools", "inspect"]:
+    digests = json.loads(os.environ["FAKE_BASE_DIGESTS"])
+    print(json.dumps({{"mediaType": "application/vnd.oci.image.index.v1+json",
+                      "digest": digests[argv[3]], "size": 1}}))
+if tool == "docker" and argv[0] == "inspect":
+    print(argv[-1].rsplit(":", 1)[0] + "@" + os.environ["FAKE_BUILT_DIGEST"])
 """
 
 
@@ -351,7 +357,7 @@ class Fakes:
         self.bin.mkdir()
         self.log = root / "fake.log"
         self.log.touch()
-        for tool in ("pulumi", "gcloud", "skopeo", "nox"):
+        for tool in ("pulumi", "gcloud", "skopeo", "nox", "docker"):
             path = self.bin / tool
             path.write_text(FAKE_TOOL.format(python=sys.executable))
             path.chmod(0o755)
@@ -469,6 +475,39 @@ def test_the_dev_deploy_pins_its_digests_before_up_and_commits_after(tmp_path, f
     for part, ref in refs.items():
         expected += ["--image", f"{part}={ref}"]
     assert call["argv"] == expected
+
+
+def test_the_dev_deploy_builds_on_the_digests_the_base_tags_name_now(tmp_path, fakes):
+    """A tag can move under a rebuild: each image is built on `tag@digest` of the bases its
+    Dockerfile names (the label records both), resolved at build time."""
+    requires("jq")
+    bases = {}
+    for file in IMAGES:
+        for arg in ("BASE_IMAGE", "UV_IMAGE"):
+            (tag,) = re.findall(rf"^ARG {arg}=(\S+)$", (ROOT / file).read_text(), re.M)
+            bases[tag] = "sha256:" + format(len(bases) + 1, "x") * 64
+    env = {
+        "STACK": "dev",
+        "GITHUB_SHA": "0123abc",
+        "RUNNER_TEMP": str(tmp_path),
+        "FAKE_LOG": str(fakes.log),
+        "FAKE_PULUMI_OUTPUTS": json.dumps({"registry": DEV_REGISTRY}),
+        "FAKE_BASE_DIGESTS": json.dumps(bases),
+        "FAKE_BUILT_DIGEST": DIGEST,
+    }
+    done = run_step(step(deploy_job("dev"), "build"), ROOT, env, fakes.bin)
+    assert done.returncode == 0, done.stdout + done.stderr
+    builds = [c["argv"] for c in fakes.calls("docker") if c["argv"][0] == "build"]
+    assert sorted(argv[argv.index("-f") + 1] for argv in builds) == sorted(IMAGES)
+    for argv in builds:
+        dockerfile = (ROOT / argv[argv.index("-f") + 1]).read_text()
+        given = dict(argv[i + 1].split("=", 1) for i, a in enumerate(argv) if a == "--build-arg")
+        for arg in ("BASE_IMAGE", "UV_IMAGE"):
+            (tag,) = re.findall(rf"^ARG {arg}=(\S+)$", dockerfile, re.M)
+            assert given[arg] == f"{tag}@{bases[tag]}"
+    pinned = (tmp_path / "images").read_text().split()
+    parts = [part for part, _ in IMAGES.values()]
+    assert pinned == [f"{part}={DEV_REGISTRY}/{part}@{DIGEST}" for part in parts]
 
 
 def stack_files(root: Path, dev_images: dict[str, str], prod_ui: bool) -> None:
