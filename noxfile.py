@@ -109,9 +109,7 @@ def mlflow(session: nox.Session) -> None:
     """MLflow on 127.0.0.1:5000 over the pipeline's local store: `nox -s mlflow -- [--postgres]
     [--port N]` (--postgres: a throwaway PostgreSQL cluster, the stand-in for Cloud SQL)."""
     install(session, "mlflow")
-    session.run(
-        "python", "-m", "pipeline.tracking_server", "--local", *session.posargs, env=offline_env()
-    )
+    session.run("python", "-m", "local_platform.mlflow_server", *session.posargs, env=offline_env())
 
 
 @nox.session(python=PYTHON)
@@ -119,7 +117,7 @@ def stack(session: nox.Session) -> None:
     """MLflow, a model, the service and the UI on loopback: `nox -s stack -- [--mlflow-port N]
     [--api-port N] [--ui-port N] [pipeline run options]`; Ctrl-C stops all three."""
     install(session, "pipeline", "service", "ui", "mlflow")
-    session.run("python", "-m", "infra.local_stack", *session.posargs, env=offline_env())
+    session.run("python", "-m", "local_platform.stack", *session.posargs, env=offline_env())
 
 
 @nox.session(python=PYTHON)

@@ -48,11 +48,20 @@ from pathlib import Path
 from typing import Any
 
 from devtools import system_tools
-from pipeline.schema import EXAMPLE_HOUSE
+from model_runtime.contract import EXAMPLE_HOUSE
 
 ROOT = Path(__file__).resolve().parents[1]
 #: The project's packages (the wheel's), whose modules an image may copy.
-PACKAGES = ("pipeline", "service", "ui", "infra")
+PACKAGES = (
+    "pipeline",
+    "service",
+    "ui",
+    "infra",
+    "model_runtime",
+    "housing_platform",
+    "local_platform",
+    "tracking_server",
+)
 #: The images' user (``useradd --uid 10001 app`` in every Dockerfile).
 APP_UID = 10001
 #: Where the checks mount a pipeline home inside the containers.
@@ -140,11 +149,11 @@ IMAGES = (
         name="pipeline",
         dockerfile="pipeline/Dockerfile",
         group="pipeline",
-        roots=("pipeline.__main__", "pipeline.steps", "pipeline.id_token"),
+        roots=("pipeline.__main__", "pipeline.steps", "housing_platform.id_token"),
         imports=(
             "pipeline.cli",
             "pipeline.orchestrator",
-            "pipeline.registry",
+            "pipeline.model_registry",
             "pipeline.fast_model",
             "pipeline.steps.tune",
             "mlflow",
@@ -162,31 +171,58 @@ IMAGES = (
     ),
     ImageSpec(
         name="mlflow",
-        dockerfile="pipeline/mlflow.Dockerfile",
+        dockerfile="tracking_server/Dockerfile",
         group="mlflow",
-        roots=("pipeline.tracking_server", "pipeline.id_token"),
-        imports=("pipeline.tracking_server", "mlflow.server", "psycopg2", "google.auth", "git"),
-        absent=("service", "ui", "infra", "litestar", "streamlit", "pulumi", "optuna", "wandb"),
+        roots=("tracking_server.__main__", "housing_platform.id_token"),
+        imports=("tracking_server.server", "mlflow.server", "psycopg2", "google.auth", "git"),
+        absent=(
+            "pipeline",
+            "model_runtime",
+            "service",
+            "ui",
+            "infra",
+            "litestar",
+            "streamlit",
+            "pulumi",
+            "optuna",
+            "wandb",
+        ),
         plugin=True,
     ),
     ImageSpec(
         name="service",
         dockerfile="service/Dockerfile",
         # The scikit-learn fallback unpickles (skops) the custom transformers by name, and the
-        # installed project registers pipeline.id_token as MLflow's header plugin.
+        # installed project registers housing_platform.id_token as MLflow's header plugin.
         group="service",
-        roots=("service.__main__", "pipeline.transformers", "pipeline.id_token"),
+        roots=(
+            "service.__main__",
+            "model_runtime.transformers",
+            "pipeline.transformers",
+            "housing_platform.id_token",
+        ),
         imports=(
             "service.app",
+            "model_runtime.transformers",
+            "model_runtime.onnx_runtime",
             "pipeline.transformers",
-            "pipeline.fast_model",
             "skops.io",
             "sklearn",
             "onnxruntime",
             "mlflow.sklearn",
             "git",
         ),
-        absent=("ui", "infra", "streamlit", "pulumi", "optuna", "wandb", "pyarrow"),
+        absent=(
+            "pipeline.fast_model",
+            "pipeline.steps",
+            "ui",
+            "infra",
+            "streamlit",
+            "pulumi",
+            "optuna",
+            "wandb",
+            "pyarrow",
+        ),
         plugin=True,
         token=True,
     ),
@@ -200,15 +236,24 @@ IMAGES = (
             "ui.batch",
             "ui.messages",
             "ui.settings",
-            "pipeline.schema",
-            "pipeline.id_token",
+            "model_runtime.contract",
+            "housing_platform.id_token",
             "google.auth.transport.requests",
             "google.oauth2.id_token",
             "streamlit",
             "httpx",
             "pandas",
         ),
-        absent=("sklearn", "scipy", "mlflow", "onnxruntime", "service", "infra", "pulumi"),
+        absent=(
+            "sklearn",
+            "scipy",
+            "mlflow",
+            "onnxruntime",
+            "pipeline",
+            "service",
+            "infra",
+            "pulumi",
+        ),
         token=True,
     ),
 )
@@ -540,7 +585,7 @@ for ep in importlib.metadata.entry_points(group="mlflow.request_header_provider"
         out["failed"][f"entry point {ep.name}"] = f"{type(exc).__name__}: {exc}"[:300]
 if spec.get("token_audience"):
     import google.auth.exceptions
-    from pipeline.id_token import GoogleIdToken
+    from housing_platform.id_token import GoogleIdToken
     try:
         GoogleIdToken(spec["token_audience"])()
         out["token"] = "minted"
@@ -1020,7 +1065,8 @@ def browser_price(ui_url: str, profile: Path) -> str:
 
 def check_ui(engine: Engine, service_url: str, work: Path) -> None:
     spec = spec_named("ui")
-    # With API_AUDIENCE set the client mints Google ID tokens (google-auth, pipeline.id_token).
+    # With API_AUDIENCE set the client mints Google ID tokens (google-auth,
+    # housing_platform.id_token).
     port = free_port()
     name = engine.start(
         spec,

@@ -14,10 +14,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from infra import stackfile
 from infra.config import ConfigError
 from infra.plan import ROOT, config_from_text, stack_file
-from infra.traffic import ReleaseError
+from infra.release import stack_edits
+from infra.release.traffic import ReleaseError
 
 POLICY_PACK = ROOT / "infra" / "policy"
 INSTALL_HINT = (
@@ -79,7 +79,7 @@ def stack_output(name: str, key: str, given: str | None, flag: str) -> str:
 def edit(args: argparse.Namespace, before: str) -> str:
     """The stack file's new text for an editing command."""
     if args.command == "canary":
-        first = stackfile.read_release(before) is None
+        first = stack_edits.read_release(before) is None
         stable = (
             ""
             if first
@@ -87,13 +87,13 @@ def edit(args: argparse.Namespace, before: str) -> str:
                 args.stack, "live_revision", args.stable_revision, "--stable-revision"
             )
         )
-        return stackfile.canary(before, args.model_version, args.percent, stable, args.image)
+        return stack_edits.canary(before, args.model_version, args.percent, stable, args.image)
     if args.command == "promote":
         revision = stack_output(args.stack, "canary_revision", args.revision, "--revision")
-        return stackfile.promote(before, revision)
+        return stack_edits.promote(before, revision)
     if args.command == "pin":
-        return stackfile.pin(before, dict(args.image))
-    return stackfile.rollback(before)
+        return stack_edits.pin(before, dict(args.image))
+    return stack_edits.rollback(before)
 
 
 def _image(value: str) -> tuple[str, str]:
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None, root: Path = ROOT) -> int:
     pin.add_argument("stack")
     pin.add_argument(
         "--image", type=_image, action="append", required=True, metavar="PART=REF",
-        help=f"PART is one of {', '.join(stackfile.IMAGE_PARTS)}; repeatable",
+        help=f"PART is one of {', '.join(stack_edits.IMAGE_PARTS)}; repeatable",
     )  # fmt: skip
     for command in ("canary", "promote", "rollback"):
         sub.choices[command].add_argument(

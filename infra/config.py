@@ -13,8 +13,8 @@ from typing import Any
 
 import msgspec
 
+from infra.release.traffic import Release, ReleaseError, validate
 from infra.sql_tiers import ENTERPRISE, tier_problem
-from infra.traffic import Release, ReleaseError, validate
 
 NAMESPACE = "housing-mlops"
 #: Members that would make a private endpoint public.

@@ -8,6 +8,7 @@ what the program asks for. Outputs only GCP computes (URLs, emails) are given pl
 from __future__ import annotations
 
 import argparse
+import asyncio
 import hashlib
 import json
 import sys
@@ -219,12 +220,22 @@ def settle(program: Program) -> dict[str, Any]:
     return resolved
 
 
+def set_mocks(mocks: pulumi.runtime.Mocks, **options: Any) -> None:
+    """``pulumi.runtime.set_mocks`` with a current event loop: Pulumi's runtime asks asyncio for
+    it, and a library that ran and closed its own (an ASGI test client) leaves none behind."""
+    try:
+        asyncio.get_event_loop_policy().get_event_loop()
+    except RuntimeError:
+        asyncio.set_event_loop(asyncio.new_event_loop())
+    pulumi.runtime.set_mocks(mocks, **options)
+
+
 def run(config: StackConfig, mocks: PlanMocks | None = None) -> tuple[PlanMocks, dict[str, Any]]:
     """Run the program under mocks; returns the recorder and the resolved exports."""
     from infra.program import build
 
     mocks = mocks or PlanMocks(config.project, config.region)
-    pulumi.runtime.set_mocks(
+    set_mocks(
         mocks,
         project="housing-mlops",
         stack=config.stack,

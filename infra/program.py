@@ -11,16 +11,16 @@ from typing import Any
 
 import pulumi
 
-from infra import apis
+from infra.components import apis
+from infra.components.artifact_registry import Registry, RegistryArgs, deployed_digests
+from infra.components.bucket import Storage, StorageArgs
+from infra.components.cloud_sql import Database, DatabaseArgs
+from infra.components.identity import DEFAULT_PRODUCTION_REF, Identity, IdentityArgs
+from infra.components.inference_service import InferenceArgs, InferenceService
+from infra.components.jobs import PipelineJobs, PipelineJobsArgs
+from infra.components.mlflow_service import Tracking, TrackingArgs
+from infra.components.ui_service import UI, UIArgs
 from infra.config import StackConfig
-from infra.database import Database, DatabaseArgs
-from infra.identity import DEFAULT_PRODUCTION_REF, Identity, IdentityArgs
-from infra.inference import InferenceArgs, InferenceService
-from infra.jobs import PipelineJobs, PipelineJobsArgs
-from infra.registry import Registry, RegistryArgs, deployed_digests
-from infra.storage import Storage, StorageArgs
-from infra.tracking import Tracking, TrackingArgs
-from infra.ui import UI, UIArgs
 
 
 def _label(member: str) -> str:

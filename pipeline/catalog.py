@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import msgspec
 
+from model_runtime import exports
+
 
 class StepSpec(msgspec.Struct, frozen=True):
     name: str
@@ -32,9 +34,8 @@ MODEL = "models/candidate.joblib"
 EVALUATION = "reports/evaluate.json"
 REGISTRATION = "decisions/register.json"
 #: Beside an exported model folder: what the registry says of it, for loaders without MLflow.
-EXPORT_METADATA = "registry.json"
-#: Model exports: ``models/<name>/<version or alias>/…`` (see pipeline/exports.py).
-EXPORTS = "models/"
+#: Model exports: ``models/<name>/<version or alias>/…`` (see model_runtime/exports.py).
+EXPORTS = exports.EXPORTS
 INGEST_REPORT = "reports/ingest.json"
 
 CATALOG: tuple[StepSpec, ...] = (

@@ -53,9 +53,9 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from housing_platform.artifact_store import open_store
+    from pipeline.experiment_tracking import Tracker
     from pipeline.orchestrator import run_pipeline, summary_table
-    from pipeline.storage import open_store
-    from pipeline.tracking import Tracker
 
     settings = _settings(args)
     settings.home_path.mkdir(parents=True, exist_ok=True)
@@ -76,22 +76,22 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _promote(args: argparse.Namespace) -> int:
-    from pipeline import registry
+    from housing_platform.artifact_store import open_store
+    from pipeline import model_registry
+    from pipeline.experiment_tracking import configure_mlflow
     from pipeline.promote import promote
-    from pipeline.storage import open_store
-    from pipeline.tracking import configure_mlflow
 
     settings = _settings(args)
     configure_mlflow(settings)
     version = promote(settings, open_store(settings.store_uri), args.version)
-    print(f"{settings.register.model_name} version {version} is now @{registry.CHAMPION}")
+    print(f"{settings.register.model_name} version {version} is now @{model_registry.CHAMPION}")
     return 0
 
 
 def _export(args: argparse.Namespace) -> int:
+    from housing_platform.artifact_store import open_store
+    from pipeline.experiment_tracking import configure_mlflow
     from pipeline.promote import export
-    from pipeline.storage import open_store
-    from pipeline.tracking import configure_mlflow
 
     settings = _settings(args)
     configure_mlflow(settings)
@@ -101,22 +101,22 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from pipeline import registry
+    from pipeline import model_registry
+    from pipeline.experiment_tracking import configure_mlflow
     from pipeline.report import comparison
-    from pipeline.tracking import configure_mlflow
 
     settings = _settings(args)
     configure_mlflow(settings)
-    reg = registry.Registry(settings.register.model_name)
+    reg = model_registry.Registry(settings.register.model_name)
     found = {
-        alias: registry.version_metadata(reg, str(v.version))
-        for alias in (registry.CHALLENGER, registry.CHAMPION)
+        alias: model_registry.version_metadata(reg, str(v.version))
+        for alias in (model_registry.CHALLENGER, model_registry.CHAMPION)
         if (v := reg.version_by_alias(alias)) is not None
     }
-    if registry.CHALLENGER not in found:
-        print(f"error: no @{registry.CHALLENGER} version of {reg.name}", file=sys.stderr)
+    if model_registry.CHALLENGER not in found:
+        print(f"error: no @{model_registry.CHALLENGER} version of {reg.name}", file=sys.stderr)
         return 1
-    print(comparison(found[registry.CHALLENGER], found.get(registry.CHAMPION)))
+    print(comparison(found[model_registry.CHALLENGER], found.get(model_registry.CHAMPION)))
     return 0
 
 

@@ -24,7 +24,19 @@ ROOT = Path(__file__).resolve().parent.parent
 
 #: The project's own top-level packages. In an installed environment (an image) ROOT is
 #: site-packages, so only these names count as project code; every other is a library.
-PROJECT_PACKAGES = frozenset({"pipeline", "service", "ui", "infra", "devtools"})
+PROJECT_PACKAGES = frozenset(
+    {
+        "pipeline",
+        "service",
+        "ui",
+        "infra",
+        "model_runtime",
+        "housing_platform",
+        "local_platform",
+        "tracking_server",
+        "devtools",
+    }
+)
 
 
 def module_file(name: str, root: Path = ROOT) -> Path | None:

@@ -11,13 +11,13 @@ import pandas as pd
 from sklearn.base import clone
 from sklearn.model_selection import KFold
 
-from pipeline import schema
+from model_runtime import contract
 from pipeline.metrics import regression_metrics
 
 
 def xy(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
     """Raw feature columns and the target, as the model sees them."""
-    return frame[list(schema.FEATURES)], frame[schema.TARGET]
+    return frame[list(contract.FEATURES)], frame[contract.TARGET]
 
 
 def folds(n_splits: int, seed: int) -> KFold:

@@ -35,19 +35,19 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from pipeline.schema import CATEGORICAL, NUMERIC_FEATURES, RANGES
+from model_runtime.contract import CATEGORICAL, NUMERIC_FEATURES, RANGES
+from model_runtime.onnx_runtime import (
+    CATEGORY_INPUT,
+    NUMERIC_INPUT,
+    OUTPUT,
+    REFERENCE_KEY,
+    Reference,
+    inputs,
+)
 
-FILENAME = "model.onnx"
-#: Largest relative difference from scikit-learn at which the fast form may serve.
-TOLERANCE = 1e-5
-NUMERIC_INPUT = "numeric"
-CATEGORY_INPUT = CATEGORICAL
-OUTPUT = "price"
 #: Only this column may be missing at serving time (the service's schema allows null for it).
 NULLABLE = "total_bedrooms"
 OPSET = {"": 17, "ai.onnx.ml": 3}
-#: Metadata key of the graph's :class:`Reference`.
-REFERENCE_KEY = "housing_mlops.reference"
 #: Rows kept in the reference: the head of the check rows, plus some with a missing value.
 REFERENCE_ROWS, REFERENCE_MISSING = 200, 8
 
@@ -126,7 +126,7 @@ class _Graph:
 def _imputer(g: _Graph, x: str, imputer: Any) -> str:
     from sklearn.impute import SimpleImputer
 
-    from pipeline.transformers import ScaledKNNImputer
+    from model_runtime.transformers import ScaledKNNImputer
 
     if isinstance(imputer, SimpleImputer) and imputer.strategy in {"median", "mean"}:
         return g.op("Where", [g.op("IsNaN", [x]), g.const(imputer.statistics_[None, :]), x])
@@ -168,7 +168,7 @@ def _knn_imputer(g: _Graph, x: str, imputer: Any) -> str:
 
 
 def _ratios(g: _Graph, x: str, names: list[str]) -> tuple[str, list[str]]:
-    from pipeline.transformers import RATIOS
+    from model_runtime.transformers import RATIOS
 
     parts, out_names = [x], list(names)
     nan = g.const([[np.nan]], "nan")
@@ -279,7 +279,7 @@ def _place_keys(points: NDArray[np.float64]) -> NDArray[np.int64]:
 def _coordinates(g: _Graph, encode: Any, x: str, cols: list[str], names: list[str]) -> Any:
     """Hash lookup of the training places the neighbour encoder keeps: O(1) a row, where the
     distances to every place cost O(places)."""
-    from pipeline.transformers import NeighborTargetEncoder
+    from model_runtime.transformers import NeighborTargetEncoder
 
     encoders = [t for _, t, _ in encode.transformers_ if isinstance(t, NeighborTargetEncoder)]
     if not encoders:
@@ -421,7 +421,7 @@ def _preprocess(g: _Graph, preprocess: Any) -> _Features:
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 
-    from pipeline.transformers import ClusterSimilarity, NeighborTargetEncoder, ratio_features
+    from model_runtime.transformers import ClusterSimilarity, NeighborTargetEncoder, ratio_features
 
     steps = dict(preprocess.steps)
     impute, ratios, encode = steps.get("impute"), steps.get("ratios"), steps.get("encode")
@@ -587,61 +587,6 @@ def to_onnx(model: Any) -> bytes:
     return bytes(onnx_model.SerializeToString())
 
 
-def inputs(frame: pd.DataFrame) -> dict[str, NDArray[Any]]:
-    """The graph's inputs from raw rows (the columns the pipeline was trained on)."""
-    return {
-        NUMERIC_INPUT: frame[list(NUMERIC_FEATURES)].to_numpy(dtype=np.float64),
-        CATEGORY_INPUT: frame[[CATEGORICAL]].to_numpy(dtype=object).astype(str),
-    }
-
-
-def session(onnx_bytes: bytes) -> Any:
-    """An ONNX Runtime session pinned to one thread (the serving process owns the cores)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    return ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
-
-
-#: Rows per graph call: bounds the [rows, training places] distance tensors of new places.
-CHUNK = 64
-
-
-def predict(fast: Any, feed: dict[str, NDArray[Any]]) -> NDArray[np.float64]:
-    """Prices for the graph's inputs, ``CHUNK`` rows per call."""
-    rows = len(feed[NUMERIC_INPUT])
-    parts = [
-        fast.run([OUTPUT], {name: array[start : start + CHUNK] for name, array in feed.items()})[0]
-        for start in range(0, rows, CHUNK)
-    ]
-    return np.concatenate(parts).astype(np.float64) if parts else np.empty(0)
-
-
-def _relative_difference(expected: NDArray[np.float64], got: NDArray[np.float64]) -> float:
-    if got.shape != expected.shape or not len(expected):
-        return float("inf")
-    scale = np.maximum(np.abs(expected), 1e-12)
-    return float(np.max(np.abs(got - expected) / scale))
-
-
-def agreement(model: Any, fast: Any, frame: pd.DataFrame) -> float:
-    """Largest relative difference between the sklearn pipeline and the fast form on ``frame``."""
-    expected = np.asarray(model.predict(frame), dtype=np.float64)
-    return _relative_difference(expected, predict(fast, inputs(frame)))
-
-
-class Reference(msgspec.Struct, forbid_unknown_fields=True):
-    """Rows and the prices the sklearn pipeline gave them, kept in the graph's metadata."""
-
-    numeric: list[list[float | None]]
-    """``NUMERIC_FEATURES`` per row; null for a missing value."""
-    ocean_proximity: list[str]
-    prices: list[float]
-
-
 def reference_rows(frame: pd.DataFrame) -> pd.DataFrame:
     """The check rows worth keeping: the head (the logged input example is its first rows)
     and a few with a missing value, so the imputer's branch is checked too."""
@@ -664,19 +609,3 @@ def with_reference(onnx_bytes: bytes, model: Any, rows: pd.DataFrame) -> bytes:
     entry = graph.metadata_props.add()
     entry.key, entry.value = REFERENCE_KEY, msgspec.json.encode(reference).decode()
     return bytes(graph.SerializeToString())
-
-
-def reference_difference(fast: Any) -> float | None:
-    """Largest relative difference between the graph, run here, and the prices scikit-learn
-    gave its reference rows at register time; None when the graph carries no reference."""
-    raw = fast.get_modelmeta().custom_metadata_map.get(REFERENCE_KEY)
-    if raw is None:
-        return None
-    reference = msgspec.json.decode(raw, type=Reference)
-    feed = {
-        NUMERIC_INPUT: np.array(reference.numeric, dtype=np.float64).reshape(
-            -1, len(NUMERIC_FEATURES)
-        ),
-        CATEGORY_INPUT: np.array(reference.ocean_proximity, dtype=object).reshape(-1, 1),
-    }
-    return _relative_difference(np.asarray(reference.prices, dtype=np.float64), predict(fast, feed))

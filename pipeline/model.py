@@ -26,8 +26,8 @@ from sklearn.neighbors import KNeighborsRegressor
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 
-from pipeline.schema import CATEGORICAL, NUMERIC_FEATURES
-from pipeline.transformers import (
+from model_runtime.contract import CATEGORICAL, NUMERIC_FEATURES
+from model_runtime.transformers import (
     RATIOS,
     ClusterSimilarity,
     NeighborTargetEncoder,

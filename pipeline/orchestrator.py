@@ -16,13 +16,13 @@ from typing import Any
 
 import msgspec
 
+from housing_platform.artifact_store import ArtifactStore, sha256, to_json
 from pipeline import catalog
 from pipeline.code_fingerprint import code_fingerprint
 from pipeline.errors import PipelineError
+from pipeline.experiment_tracking import Tracker
 from pipeline.settings import Settings
 from pipeline.step_context import StepContext
-from pipeline.storage import ArtifactStore, sha256, to_json
-from pipeline.tracking import Tracker
 
 __all__ = ["PipelineError", "StepContext", "StepResult", "run_pipeline"]
 

@@ -8,20 +8,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from model_runtime.loader import metrics_of
+
 #: Metrics shown, and whether lower is better.
 METRICS = {"rmse": True, "mae": True, "mape": True, "r2": False}
-
-
-def metrics_of(tags: Mapping[str, str]) -> dict[str, float]:
-    """The ``test_*`` tags of a model version as numbers (a tag that isn't one is skipped)."""
-    out = {}
-    for key, value in tags.items():
-        if key.startswith("test_"):
-            try:
-                out[key.removeprefix("test_")] = float(value)
-            except ValueError:
-                continue
-    return out
 
 
 def _number(value: float) -> str:

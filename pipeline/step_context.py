@@ -15,13 +15,19 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from pipeline import catalog, exports
+from housing_platform.artifact_store import (
+    ArtifactStore,
+    frame_from_parquet,
+    frame_to_parquet,
+    to_json,
+)
+from model_runtime import exports
+from pipeline import catalog
 from pipeline.errors import PipelineError
 from pipeline.settings import Settings
-from pipeline.storage import ArtifactStore, frame_from_parquet, frame_to_parquet, to_json
 
 if TYPE_CHECKING:
-    from pipeline.tracking import StepTracker
+    from pipeline.experiment_tracking import StepTracker
 
 
 class StepContext:

@@ -17,8 +17,8 @@ from litestar.exceptions import HTTPException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.plugins.prometheus import PrometheusConfig
 
-from pipeline.schema import OCEAN_PROXIMITY
-from service import loader
+from model_runtime import loader
+from model_runtime.contract import OCEAN_PROXIMITY
 from service.batching import MicroBatcher
 from service.observability import (
     METRICS_MEDIA_TYPE,
@@ -177,7 +177,7 @@ def create_app(settings: ServiceSettings, gcs_client: Any = None) -> Litestar:
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         began = time.perf_counter()
         predictor, reasons = await anyio.to_thread.run_sync(
-            loader.load, settings, Predictor, gcs_client
+            loader.load, settings.model_source, Predictor, gcs_client
         )
         app.state.load_seconds = round(time.perf_counter() - began, 3)
         app.state.load_reasons = reasons

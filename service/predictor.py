@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline import fast_model
-from pipeline.schema import FEATURES, NUMERIC_FEATURES
-from service.loader import Loaded, ModelMeta
+from model_runtime import onnx_runtime
+from model_runtime.contract import FEATURES, NUMERIC_FEATURES
+from model_runtime.loader import Loaded, ModelMeta
 from service.schemas import House
 
 _NAN = math.nan
@@ -38,7 +38,7 @@ def to_arrays(houses: list[House]) -> dict[str, Any]:
     ``total_bedrooms`` becomes NaN in the float array."""
     numeric = np.array([_numeric(h) for h in houses], dtype=np.float64)
     ocean = np.array([[h.ocean_proximity] for h in houses], dtype=object)
-    return {fast_model.NUMERIC_INPUT: numeric, fast_model.CATEGORY_INPUT: ocean}
+    return {onnx_runtime.NUMERIC_INPUT: numeric, onnx_runtime.CATEGORY_INPUT: ocean}
 
 
 class Predictor:
@@ -68,17 +68,17 @@ class Predictor:
         """The graph's session, once it reproduces scikit-learn: the prices kept in the graph,
         or, for a graph without them, the sklearn model's on the logged example."""
         assert loaded.fast is not None
-        fast = fast_model.session(loaded.fast)
-        diff = fast_model.reference_difference(fast)
+        fast = onnx_runtime.session(loaded.fast)
+        diff = onnx_runtime.reference_difference(fast)
         if diff is None:
             self.model, example = loaded.sklearn()
             if example is None:
                 raise ValueError("the version has no input example to check it on")
-            diff = fast_model.agreement(self.model, fast, example)
-        if not diff <= fast_model.TOLERANCE:
+            diff = onnx_runtime.agreement(self.model, fast, example)
+        if not diff <= onnx_runtime.TOLERANCE:
             raise ValueError(
                 f"it differs from scikit-learn by {diff:.2g} on its reference rows "
-                f"(tolerance {fast_model.TOLERANCE:g})"
+                f"(tolerance {onnx_runtime.TOLERANCE:g})"
             )
         return fast
 
@@ -86,5 +86,5 @@ class Predictor:
         if self.fast is None:
             predictions = self.model.predict(to_frame(houses))
             return [float(p) for p in np.asarray(predictions, dtype=float)]
-        prices: list[float] = fast_model.predict(self.fast, to_arrays(houses)).tolist()
+        prices: list[float] = onnx_runtime.predict(self.fast, to_arrays(houses)).tolist()
         return prices

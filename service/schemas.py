@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta
 
-from pipeline.schema import OCEAN_PROXIMITY, RANGES, normalise_ocean_proximity
+from model_runtime.contract import OCEAN_PROXIMITY, RANGES, normalise_ocean_proximity
 
 #: What may separate, precede and follow the words of a category: ASCII whitespace and ``_``.
 #: ``normalise_ocean_proximity`` turns each run of them into one space (or none at the ends).

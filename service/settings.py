@@ -7,6 +7,9 @@ from pathlib import Path
 
 import msgspec
 
+from model_runtime.exports import DEFAULT_MODEL, export_prefix
+from model_runtime.loader import ModelSource
+
 
 class SettingsError(ValueError):
     """A variable is wrong; the message names it and how to fix it."""
@@ -49,7 +52,13 @@ class ServiceSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_
     def fallback(self) -> str:
         if self.fallback_uri:
             return self.fallback_uri
-        return str(self.home_path / "artifacts" / "models" / "housing-price" / "champion")
+        return str(self.home_path / "artifacts" / export_prefix(DEFAULT_MODEL, "champion"))
+
+    @property
+    def model_source(self) -> ModelSource:
+        return ModelSource(
+            model_uri=self.model_uri, tracking_uri=self.tracking_uri, fallback=self.fallback
+        )
 
 
 ENV = {

@@ -33,7 +33,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline import local_postgres
+from local_platform import postgres as local_postgres
 from pipeline.settings import IngestConfig
 from pipeline.steps import ingest
 

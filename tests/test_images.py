@@ -55,7 +55,7 @@ LEFT_BEHIND = [
 def test_data_runs_and_venvs_stay_out_of_the_build_context_at_any_depth(tmp_path, path):
     """Before, `*.parquet`, `*.db`, `wandb`, `mlruns` and `tests` matched only at the root: a file
     left under a package went into the build and the wheel."""
-    assert path not in context_of(tmp_path, [path, "pipeline/schema.py"])
+    assert path not in context_of(tmp_path, [path, "model_runtime/contract.py"])
 
 
 def test_everything_a_dockerfile_copies_reaches_the_build(tmp_path):
@@ -80,7 +80,7 @@ def test_everything_a_dockerfile_copies_reaches_the_build(tmp_path):
 
 @pytest.mark.parametrize("spec", IMAGES, ids=lambda s: s.name)
 def test_each_image_copies_every_module_its_entry_points_import(spec):
-    """Checked by import, at any depth: the service's fallback needs pipeline.transformers (the
+    """Checked by import, at any depth: the service's fallback needs model_runtime.transformers (the
     skops types), every MLflow image the ID-token plugin, the UI the schema and id_token."""
     assert images.uncopied_modules(spec) == []
 
@@ -88,11 +88,12 @@ def test_each_image_copies_every_module_its_entry_points_import(spec):
 def test_each_image_copies_only_its_parts_sources():
     """Before, every image copied all four packages (the service image held ui/ and infra/)."""
     copied = {spec.name: images.copied_packages(spec) for spec in IMAGES}
+    shared = {"model_runtime", "housing_platform"}
     assert copied == {
-        "pipeline": {"pipeline"},
-        "mlflow": {"pipeline"},
-        "service": {"pipeline", "service"},
-        "ui": {"pipeline", "ui"},
+        "pipeline": {"pipeline", *shared},
+        "mlflow": {"tracking_server", "housing_platform"},
+        "service": {"pipeline", "service", *shared},  # pipeline/transformers.py only
+        "ui": {"ui", *shared},
     }
 
 
@@ -138,13 +139,16 @@ def test_the_probe_names_what_is_wrong_with_an_image():
     spec = images.spec_named("ui")
     result = {
         "uid": 0,
-        "failed": {"pipeline.id_token": "ModuleNotFoundError: No module named 'pipeline'"},
+        "failed": {
+            "housing_platform.id_token": "ModuleNotFoundError: No module named 'housing_platform'"
+        },
         "present": ["sklearn"],
         "plugins": [],
         "token": "",
     }
     assert images.probe_problems(spec, result) == [
-        "pipeline.id_token does not import: ModuleNotFoundError: No module named 'pipeline'",
+        "housing_platform.id_token does not import: "
+        "ModuleNotFoundError: No module named 'housing_platform'",
         "sklearn is in the image, and should not be",
         "runs as root",
         "the ID-token path did not run",

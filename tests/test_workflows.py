@@ -625,4 +625,4 @@ def test_the_retrain_report_mints_its_id_tokens_as_it_goes():
     report = step(load(WORKFLOW_DIR / "retrain.yml")["jobs"]["retrain"], "report")
     assert report["env"]["MLFLOW_TRACKING_AUDIENCE"] == report["env"]["MLFLOW_TRACKING_URI"]
     entry_points = (ROOT / "pyproject.toml").read_text()
-    assert '= "pipeline.id_token:IdTokenHeaderProvider"' in entry_points
+    assert '= "housing_platform.id_token:IdTokenHeaderProvider"' in entry_points

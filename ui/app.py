@@ -11,7 +11,7 @@ import os
 import pandas as pd
 import streamlit as st
 
-from pipeline.schema import EXAMPLE_HOUSE, OCEAN_PROXIMITY, RANGES
+from model_runtime.contract import EXAMPLE_HOUSE, OCEAN_PROXIMITY, RANGES
 from ui.batch import missing_columns, price_table
 from ui.client import ServiceClient, ServiceUnavailableError
 from ui.messages import explain, label

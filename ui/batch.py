@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from pipeline.schema import FEATURES, NUMERIC_FEATURES
+from model_runtime.contract import FEATURES, NUMERIC_FEATURES
 from ui.client import ServiceClient
 
 _INDEX = re.compile(r"^instances\[(\d+)\](?:\.(\w+))?$")

@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from pipeline.id_token import GoogleIdToken
+from housing_platform.id_token import GoogleIdToken
 from ui.settings import UISettings
 
 #: Statuses worth retrying: the service is starting, overloaded or being replaced.

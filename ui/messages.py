@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pipeline.schema import RANGES
+from model_runtime.contract import RANGES
 
 _LOC = re.compile(r"^instances\[\d+\]\.?(\w*)$")
 _LABELS = {

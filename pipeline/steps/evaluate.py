@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 from sklearn.inspection import permutation_importance
 
-from pipeline import catalog, schema
+from model_runtime import contract
+from pipeline import catalog
 from pipeline.cv import xy
 from pipeline.metrics import regression_metrics
 from pipeline.model import build_model
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 
 def errors_by(frame: pd.DataFrame, predictions: np.ndarray, groups: pd.Series) -> pd.DataFrame:
     rows = []
-    y = frame[schema.TARGET].to_numpy()
+    y = frame[contract.TARGET].to_numpy()
     for group in sorted(groups.dropna().unique(), key=str):
         mask = (groups == group).to_numpy()
         rows.append(
@@ -92,7 +93,7 @@ def run(ctx: StepContext) -> dict[str, Any]:
     model.fit(X_train, y_train)
     predictions = np.asarray(model.predict(X_test), dtype=float)
     metrics = regression_metrics(y_test, predictions)
-    by_ocean = errors_by(test, predictions, test[schema.CATEGORICAL])
+    by_ocean = errors_by(test, predictions, test[contract.CATEGORICAL])
     by_income = errors_by(test, predictions, income_category(test["median_income"]))
     importance = importances(model, X_test, y_test, ctx.settings.evaluate.permutation_repeats)
 

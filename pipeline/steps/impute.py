@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 from sklearn.base import clone
 
-from pipeline import catalog, schema
+from model_runtime import contract
+from pipeline import catalog
 from pipeline.model import make_imputer
 from pipeline.settings import ImputeConfig
 
@@ -25,14 +26,14 @@ TARGET_COLUMN = "total_bedrooms"
 
 def compare(train: pd.DataFrame, config: ImputeConfig) -> pd.DataFrame:
     """One row per imputer: RMSE and MAE on the masked values, and fit time."""
-    numeric = train[list(schema.NUMERIC_FEATURES)]
+    numeric = train[list(contract.NUMERIC_FEATURES)]
     known = numeric[numeric[TARGET_COLUMN].notna()].reset_index(drop=True)
     rng = np.random.default_rng(config.random_state)
     hidden = rng.random(len(known)) < config.mask_share
     masked = known.copy()
     masked.loc[hidden, TARGET_COLUMN] = np.nan
     truth = known.loc[hidden, TARGET_COLUMN].to_numpy()
-    column = list(schema.NUMERIC_FEATURES).index(TARGET_COLUMN)
+    column = list(contract.NUMERIC_FEATURES).index(TARGET_COLUMN)
     rows = []
     for name in config.methods:
         imputer = clone(make_imputer(name, config.random_state))

@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from pipeline import catalog, schema
+from housing_platform.artifact_store import sha256, split_gs_uri
+from model_runtime import contract
+from pipeline import catalog
 from pipeline.errors import PipelineError
 from pipeline.settings import PACKAGED_DATA, PACKAGED_SHA256, IngestConfig
-from pipeline.storage import sha256, split_gs_uri
 
 if TYPE_CHECKING:
     from pipeline.step_context import StepContext
@@ -87,14 +88,14 @@ def parse(data: bytes, source: str) -> pd.DataFrame:
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise PipelineError(f"ingest: {source or 'data'} is not a valid csv: {first}") from None
-    missing = [c for c in schema.COLUMNS if c not in frame.columns]
+    missing = [c for c in contract.COLUMNS if c not in frame.columns]
     if missing:
         raise PipelineError(
             f"ingest: {source or 'data'} lacks column(s) {', '.join(missing)}; "
-            f"expected {', '.join(schema.COLUMNS)}"
+            f"expected {', '.join(contract.COLUMNS)}"
         )
-    frame = frame[list(schema.COLUMNS)].copy()
-    frame.insert(0, schema.ROW_ID, range(len(frame)))
+    frame = frame[list(contract.COLUMNS)].copy()
+    frame.insert(0, contract.ROW_ID, range(len(frame)))
     return frame
 
 

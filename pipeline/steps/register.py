@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import joblib
 
-from pipeline import catalog, registry
+from pipeline import catalog, model_registry
 from pipeline.cv import xy
 
 if TYPE_CHECKING:
@@ -24,7 +24,7 @@ def version_tags(
     evaluation: dict[str, Any], ingest: dict[str, Any], wandb_path: str
 ) -> dict[str, str]:
     tags = {
-        "git_sha": registry.git_sha(),
+        "git_sha": model_registry.git_sha(),
         "data_sha256": ingest["sha256"],
         "family": evaluation["family"],
         "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -42,8 +42,8 @@ def run(ctx: StepContext) -> dict[str, Any]:
     X_test, y_test = xy(ctx.read_frame(catalog.TEST))
     wandb_path = ctx.tracker.wandb_path if ctx.tracker else ""
 
-    reg = registry.Registry(config.model_name)
-    champion_metrics = reg.score(registry.CHAMPION, X_test, y_test)
+    reg = model_registry.Registry(config.model_name)
+    champion_metrics = reg.score(model_registry.CHAMPION, X_test, y_test)
     model_uri, fast_form = reg.log_model(model, X_test.head(5), check=X_test)
     run_id = ctx.tracker.run_id if ctx.tracker else ""
     tags = version_tags(evaluation, ingest, wandb_path) | {"fast_form": fast_form}
@@ -51,18 +51,18 @@ def run(ctx: StepContext) -> dict[str, Any]:
 
     challenger_rmse = evaluation["test_metrics"]["rmse"]
     champion_rmse = champion_metrics["rmse"] if champion_metrics else None
-    promote, reason = registry.promotion_decision(
+    promote, reason = model_registry.promotion_decision(
         challenger_rmse, champion_rmse, config.margin, config.promotion
     )
     reg.client.set_model_version_tag(config.model_name, version, "promotion", reason)
     # Each alias moves only once its export is published whole: a failure in between leaves
     # the aliases, and what they point at, as they were.
-    files = registry.export_files(reg, version)
-    ctx.publish(registry.export_prefix(reg.name, version), files)
-    reg.set_alias(registry.CHALLENGER, version)
+    files = model_registry.export_files(reg, version)
+    ctx.publish(model_registry.export_prefix(reg.name, version), files)
+    reg.set_alias(model_registry.CHALLENGER, version)
     if promote:
-        ctx.publish(registry.export_prefix(reg.name, registry.CHAMPION), files)
-        reg.set_alias(registry.CHAMPION, version)
+        ctx.publish(model_registry.export_prefix(reg.name, model_registry.CHAMPION), files)
+        reg.set_alias(model_registry.CHAMPION, version)
     decision = {
         "model_name": config.model_name,
         "version": version,

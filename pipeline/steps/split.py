@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from pipeline import catalog, schema
+from model_runtime import contract
+from pipeline import catalog
 from pipeline.settings import SplitConfig
 
 if TYPE_CHECKING:
@@ -42,6 +43,6 @@ def run(ctx: StepContext) -> dict[str, Any]:
     ctx.write_frame(catalog.TEST, test.reset_index(drop=True))
     ctx.write_json(
         catalog.SPLIT_IDS,
-        {"train": train[schema.ROW_ID].tolist(), "test": test[schema.ROW_ID].tolist()},
+        {"train": train[contract.ROW_ID].tolist(), "test": test[contract.ROW_ID].tolist()},
     )
     return {"train": len(train), "test": len(test)}

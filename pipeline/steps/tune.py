@@ -21,9 +21,9 @@ import numpy as np
 import optuna
 import pandas as pd
 
+from housing_platform.database_url import with_password
 from pipeline import catalog
 from pipeline.cv import iter_fold_scores, xy
-from pipeline.database import with_password
 from pipeline.model import FAMILIES, FeatureSpec, build_model
 from pipeline.settings import Settings, TuneConfig
 from pipeline.steps.features import load_spec
@@ -167,7 +167,7 @@ class TrialLogger:
     def _log_mlflow(self, trial: optuna.trial.FrozenTrial, metrics: dict[str, Any]) -> None:
         from mlflow import MlflowClient
 
-        from pipeline.tracking import configure_mlflow
+        from pipeline.experiment_tracking import configure_mlflow
 
         if self._client is None:
             self._experiment_id = configure_mlflow(self.settings)

@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from pipeline import catalog, schema
+from model_runtime import contract
+from pipeline import catalog
 from pipeline.errors import PipelineError
 
 if TYPE_CHECKING:
@@ -22,29 +23,29 @@ def check(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         reasons[mask] = reasons[mask].where(reasons[mask] == "", reasons[mask] + "; ") + reason
 
     clean = frame.copy()
-    for column in (*schema.NUMERIC_FEATURES, schema.TARGET):
+    for column in (*contract.NUMERIC_FEATURES, contract.TARGET):
         values = pd.to_numeric(frame[column], errors="coerce")
         not_numeric = values.isna() & frame[column].notna()
         flag(not_numeric, f"{column}: not a number")
-        if column not in schema.NULLABLE:
+        if column not in contract.NULLABLE:
             flag(values.isna() & frame[column].isna(), f"{column}: missing")
         flag(~np.isfinite(values.fillna(0.0)), f"{column}: not finite")
-        bounds = schema.RANGES[column]
+        bounds = contract.RANGES[column]
         out = values.notna() & ((values < bounds.min) | (values > bounds.max))
         flag(out, f"{column}: outside [{bounds.min:g}, {bounds.max:g}]")
         clean[column] = values.astype(float)
 
-    category = frame[schema.CATEGORICAL].astype("string")
-    known = category.isin(schema.OCEAN_PROXIMITY)
-    flag(~known.fillna(False).astype(bool), f"{schema.CATEGORICAL}: unknown category")
+    category = frame[contract.CATEGORICAL].astype("string")
+    known = category.isin(contract.OCEAN_PROXIMITY)
+    flag(~known.fillna(False).astype(bool), f"{contract.CATEGORICAL}: unknown category")
     bedrooms_over = clean["total_bedrooms"] > clean["total_rooms"]
     flag(bedrooms_over.fillna(False), "total_bedrooms: more than total_rooms")
-    duplicated = frame.drop(columns=[schema.ROW_ID]).duplicated(keep="first")
+    duplicated = frame.drop(columns=[contract.ROW_ID]).duplicated(keep="first")
     flag(duplicated, "duplicate of an earlier row")
 
     bad = reasons != ""
     quarantined = frame[bad].astype(str).assign(reason=reasons[bad])
-    clean[schema.CATEGORICAL] = category.astype(str)
+    clean[contract.CATEGORICAL] = category.astype(str)
     return clean[~bad].reset_index(drop=True), quarantined.reset_index(drop=True)
 
 
@@ -62,7 +63,7 @@ def report(valid: pd.DataFrame, quarantined: pd.DataFrame, max_bad_share: float)
         "bad_share": len(quarantined) / total if total else 1.0,
         "max_bad_share": max_bad_share,
         "reasons": {str(k): int(v) for k, v in reasons.items()},
-        "missing": {c: int(valid[c].isna().sum()) for c in schema.FEATURES},
+        "missing": {c: int(valid[c].isna().sum()) for c in contract.FEATURES},
     }
 
 

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import httpx
 
+from model_runtime.contract import FEATURES
 from pipeline import catalog
-from pipeline.schema import FEATURES
 
 HERE = Path(__file__).parent
 DURATION_S = int(os.environ.get("BENCH_SECONDS", "8"))
@@ -86,7 +86,7 @@ def wrk(url: str, body: bytes, connections: int, script_dir: Path) -> dict[str, 
 def in_process_cost(home: str, houses: list[dict[str, object]]) -> dict[tuple[str, int], float]:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    from service.loader import load
+    from model_runtime.loader import load
     from service.predictor import Predictor, to_frame
     from service.schemas import parse_predict_request
     from service.settings import from_env

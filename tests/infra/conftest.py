@@ -10,7 +10,7 @@ import pulumi
 import pytest
 
 from infra.config import StackConfig
-from infra.plan import PlanMocks, Program, read_stack_config, run, settle
+from infra.plan import PlanMocks, Program, read_stack_config, run, set_mocks, settle
 
 ROOT = Path(__file__).resolve().parents[2]
 STACKS = ("dev", "prod")
@@ -19,7 +19,7 @@ STACKS = ("dev", "prod")
 @pytest.fixture
 def mocks() -> PlanMocks:
     recording = PlanMocks(project="p", region="europe-west1")
-    pulumi.runtime.set_mocks(recording, project="housing-mlops", stack="dev", preview=False)
+    set_mocks(recording, project="housing-mlops", stack="dev", preview=False)
     return recording
 
 

@@ -27,7 +27,7 @@ from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc
 from pulumi.runtime.rpc import UNKNOWN
 
 from infra.config import StackConfig
-from infra.plan import ROOT, SECRET_SIG, PlanMocks, settle
+from infra.plan import ROOT, SECRET_SIG, PlanMocks, set_mocks, settle
 from infra.policy import rules
 
 PACK = ROOT / "infra" / "policy"
@@ -165,9 +165,7 @@ def record(config: StackConfig, *, preview: bool) -> list[Registered]:
 
     mocks = (PreviewMocks if preview else PlanMocks)(config.project, config.region)
     monitor = RecordingMonitor(mocks)
-    pulumi.runtime.set_mocks(
-        mocks, project="housing-mlops", stack=config.stack, preview=preview, monitor=monitor
-    )
+    set_mocks(mocks, project="housing-mlops", stack=config.stack, preview=preview, monitor=monitor)
     settle(lambda: build(config))
     return list(monitor.registered.values())
 

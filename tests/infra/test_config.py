@@ -9,7 +9,7 @@ import pytest
 from ruamel.yaml import YAML
 
 from infra.config import ConfigError, from_pulumi, parse
-from infra.plan import PlanMocks
+from infra.plan import PlanMocks, set_mocks
 from tests.infra.conftest import ROOT, STACKS
 
 BASE = {"gcp:project": "p", "gcp:region": "europe-west1"}
@@ -84,7 +84,7 @@ def test_pulumi_config_is_read_the_way_the_cli_passes_it(stack):
     arrive at the same config as reading the file."""
     values = YAML(typ="safe").load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]
     as_cli = {k: v if isinstance(v, str) else json.dumps(v) for k, v in values.items()}
-    pulumi.runtime.set_mocks(PlanMocks(), project="housing-mlops", stack=stack)
+    set_mocks(PlanMocks(), project="housing-mlops", stack=stack)
     pulumi.runtime.set_all_config(as_cli)
     try:
         assert from_pulumi() == parse(values, stack)

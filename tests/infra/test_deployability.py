@@ -10,9 +10,9 @@ import msgspec
 import pytest
 from ruamel.yaml import YAML
 
-from infra import apis
+from infra.components import apis
+from infra.components.identity import GRANTABLE_ROLES
 from infra.config import ConfigError, parse
-from infra.identity import GRANTABLE_ROLES
 from infra.plan import read_stack_config
 from infra.sql_tiers import tier_problem
 from tests.infra.conftest import ROOT, STACKS, stack_config

@@ -8,7 +8,7 @@ import msgspec
 import pytest
 
 from infra.config import StackConfig
-from infra.traffic import Release
+from infra.release.traffic import Release
 from tests.infra.conftest import STACKS, stack_config
 
 SERVICE = "gcp:cloudrunv2/service:Service"

@@ -1,6 +1,6 @@
 import pytest
 
-from infra.traffic import Release, ReleaseError, revision_name, split
+from infra.release.traffic import Release, ReleaseError, revision_name, split
 
 TEMPLATE = {
     "image": "europe-docker.pkg.dev/p/r/service@sha256:abc",

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pipeline.schema import EXAMPLE_HOUSE
+from model_runtime.contract import EXAMPLE_HOUSE
 from tests.conftest import free_port
 from tests.integration.conftest import TINY
 
@@ -52,7 +52,7 @@ def test_the_whole_platform_starts_serves_and_stops(registered, model_home, samp
     log = (tmp_path / "stack.log").open("w+")
     args = [f"--{part}-port={port}" for part, port in ports.items()]
     stack = subprocess.Popen(
-        [sys.executable, "-m", "infra.local_stack", *args, *pipeline_args],
+        [sys.executable, "-m", "local_platform.stack", *args, *pipeline_args],
         cwd=ROOT,
         env=env,
         stdout=log,

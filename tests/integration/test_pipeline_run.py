@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 import pytest
 
-from pipeline import schema
+from model_runtime import contract
 from pipeline.cli import main
 
 SMALL = """
@@ -118,7 +118,7 @@ def test_champion_loads_with_pyfunc_and_predicts_raw_rows(trained, housing_sampl
     home = trained
     mlflow.set_tracking_uri(f"sqlite:///{home / 'mlflow.db'}")
     model = mlflow.pyfunc.load_model("models:/housing-price@champion")
-    rows = housing_sample[list(schema.FEATURES)].head(20).copy()
+    rows = housing_sample[list(contract.FEATURES)].head(20).copy()
     rows.loc[rows.index[0], "total_bedrooms"] = np.nan
     predictions = np.asarray(model.predict(rows))
     assert predictions.shape == (20,)

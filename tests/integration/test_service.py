@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
-from pipeline import schema
+from model_runtime import contract
 from tests.conftest import free_port
 from tests.integration.conftest import run_server
 from tests.service.test_schemas import HOUSE
@@ -30,7 +30,7 @@ TRAINING_ONLY = ("streamlit", "pulumi", "wandb", "optuna", "flask", "onnx")
 
 
 def rows(frame: pd.DataFrame, n: int) -> list[dict]:
-    records = frame[list(schema.FEATURES)].head(n).to_dict("records")
+    records = frame[list(contract.FEATURES)].head(n).to_dict("records")
     return [
         {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in r.items()}
         for r in records
@@ -55,7 +55,7 @@ def test_predictions_equal_the_models_own(service, model_home, housing_sample):
     assert response.status_code == 200
     body = response.json()
     version, model = champion(model_home)
-    frame = housing_sample[list(schema.FEATURES)].head(100).copy()
+    frame = housing_sample[list(contract.FEATURES)].head(100).copy()
     frame.loc[frame.index[1], "total_bedrooms"] = np.nan
     expected = model.predict(frame)
     got = [p["predicted_price"] for p in body["predictions"]]
@@ -85,8 +85,8 @@ def test_concurrent_small_requests_each_get_their_own_prices(service, model_home
         answers = list(pool.map(ask, requests))
     _, model = champion(model_home)
     for instances, got in zip(requests, answers, strict=True):
-        frame = pd.DataFrame(instances)[list(schema.FEATURES)].astype(
-            dict.fromkeys(schema.NUMERIC_FEATURES, float)
+        frame = pd.DataFrame(instances)[list(contract.FEATURES)].astype(
+            dict.fromkeys(contract.NUMERIC_FEATURES, float)
         )
         np.testing.assert_allclose(got, model.predict(frame), rtol=1e-5)
 
@@ -191,8 +191,8 @@ def test_falls_back_to_the_export_when_mlflow_is_unreachable(model_home, start_s
 def republish(export: Path) -> None:
     """The export folder published again as it now is, manifest included: a version registered
     with these files (the loader refuses files that don't match their manifest)."""
-    from pipeline.exports import MANIFEST, publish
-    from pipeline.storage import LocalStore
+    from housing_platform.artifact_store import LocalStore
+    from model_runtime.exports import MANIFEST, publish
 
     files = [
         (str(path.relative_to(export)), path.read_bytes())
@@ -227,16 +227,16 @@ def test_a_broken_fast_form_falls_back_to_scikit_learn_and_says_so(
 def _edit_reference(graph_file, edit) -> None:
     import onnx
 
-    from pipeline import fast_model
+    from model_runtime import onnx_runtime
 
     graph = onnx.load(graph_file)
-    (entry,) = [e for e in graph.metadata_props if e.key == fast_model.REFERENCE_KEY]
-    kept = [e for e in graph.metadata_props if e.key != fast_model.REFERENCE_KEY]
+    (entry,) = [e for e in graph.metadata_props if e.key == onnx_runtime.REFERENCE_KEY]
+    kept = [e for e in graph.metadata_props if e.key != onnx_runtime.REFERENCE_KEY]
     del graph.metadata_props[:]
     graph.metadata_props.extend(kept)
     value = edit(json.loads(entry.value))
     if value is not None:
-        graph.metadata_props.add(key=fast_model.REFERENCE_KEY, value=json.dumps(value))
+        graph.metadata_props.add(key=onnx_runtime.REFERENCE_KEY, value=json.dumps(value))
     onnx.save(graph, graph_file)
 
 
@@ -257,7 +257,7 @@ def _off_by_a_percent(reference: dict) -> dict:
 def test_the_fast_form_serves_only_once_it_reproduces_scikit_learn(
     model_home, tmp_path, housing_sample, change, runtime, warning
 ):
-    from service.loader import from_export
+    from model_runtime.loader import from_export
     from service.predictor import Predictor
     from service.schemas import parse_predict_request
     from service.settings import ServiceSettings
@@ -450,7 +450,7 @@ def gcs_export(gcs_client, model_home):
 
 
 def test_loads_the_export_from_gcs(gcs_client, gcs_export, housing_sample):
-    from service.loader import from_export
+    from model_runtime.loader import from_export
     from service.predictor import Predictor, to_frame
     from service.schemas import parse_predict_request
     from service.settings import ServiceSettings

@@ -8,7 +8,7 @@ import httpx
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from pipeline import schema
+from model_runtime import contract
 from tests.conftest import free_port
 from tests.integration.test_ui_client import answering_html
 
@@ -38,7 +38,7 @@ def test_one_house_shows_the_services_own_price(app, service):
         json={
             "instances": [
                 {
-                    **{k: at.number_input(key=k).value for k in schema.NUMERIC_FEATURES},
+                    **{k: at.number_input(key=k).value for k in contract.NUMERIC_FEATURES},
                     "ocean_proximity": "NEAR BAY",
                 }
             ]
@@ -58,7 +58,7 @@ def test_a_bad_value_names_the_field_in_plain_words(app, service):
 
 
 def test_a_table_with_three_bad_rows(app, service, housing):
-    frame = housing[list(schema.FEATURES)].head(2500).copy()
+    frame = housing[list(contract.FEATURES)].head(2500).copy()
     frame["latitude"] = frame["latitude"].astype(object)
     frame.loc[5, "latitude"] = "north"
     frame.loc[1500, "ocean_proximity"] = "MARS"
@@ -87,7 +87,7 @@ def test_model_page_and_service_down(app, service):
 def test_a_url_that_answers_html_is_one_line_on_every_page(app):
     """API_URL pointing at the UI itself (Streamlit answers HTML): each page says so in one
     line, no traceback."""
-    table = ",".join(schema.FEATURES) + "\n-122.23,37.88,41,880,129,322,126,8.3252,NEAR BAY\n"
+    table = ",".join(contract.FEATURES) + "\n-122.23,37.88,41,880,129,322,126,8.3252,NEAR BAY\n"
     shown: list[list[str]] = []
     with answering_html() as (url, _):
         at = app(url).run()  # the model page asks at once

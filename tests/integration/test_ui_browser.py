@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pipeline.schema import EXAMPLE_HOUSE
+from model_runtime.contract import EXAMPLE_HOUSE
 from tests.conftest import free_port, stop
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from pipeline import schema
+from model_runtime import contract
 from tests.conftest import free_port
 from ui.batch import missing_columns, price_table
 from ui.client import ServiceClient, ServiceUnavailableError
@@ -86,7 +86,7 @@ def test_a_proxys_error_page_is_retried_then_one_line():
 
 
 def test_table_with_bad_rows_prices_the_rest(service, housing_sample):
-    frame = housing_sample[list(schema.FEATURES)].head(2500).copy()
+    frame = housing_sample[list(contract.FEATURES)].head(2500).copy()
     frame["latitude"] = frame["latitude"].astype(object)
     frame.loc[frame.index[10], "latitude"] = "north"
     frame.loc[frame.index[1200], "ocean_proximity"] = "MARS"

@@ -7,9 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from model_runtime import onnx_runtime
+from model_runtime.contract import FEATURES, TARGET
 from pipeline import fast_model
 from pipeline.model import FeatureSpec, build_model
-from pipeline.schema import FEATURES, TARGET
 
 
 def fitted(housing: pd.DataFrame, imputer: str, family: str, params: dict):
@@ -31,17 +32,17 @@ def fitted(housing: pd.DataFrame, imputer: str, family: str, params: dict):
 )
 def test_the_fast_form_agrees_with_scikit_learn_on_unseen_rows(housing, imputer, params):
     model, unseen = fitted(housing, imputer, "hist_gradient_boosting", params)
-    session = fast_model.session(fast_model.to_onnx(model))
-    assert fast_model.agreement(model, session, unseen) <= fast_model.TOLERANCE
+    session = onnx_runtime.session(fast_model.to_onnx(model))
+    assert onnx_runtime.agreement(model, session, unseen) <= onnx_runtime.TOLERANCE
     one = unseen.iloc[[40]]
-    assert fast_model.agreement(model, session, one) <= fast_model.TOLERANCE
+    assert onnx_runtime.agreement(model, session, one) <= onnx_runtime.TOLERANCE
 
 
 def test_a_different_model_is_caught_by_the_agreement_check(housing):
     model, unseen = fitted(housing, "median", "hist_gradient_boosting", {"max_iter": 30})
     other, _ = fitted(housing, "median", "hist_gradient_boosting", {"max_iter": 31})
-    session = fast_model.session(fast_model.to_onnx(other))
-    assert fast_model.agreement(model, session, unseen) > fast_model.TOLERANCE
+    session = onnx_runtime.session(fast_model.to_onnx(other))
+    assert onnx_runtime.agreement(model, session, unseen) > onnx_runtime.TOLERANCE
 
 
 def test_the_graph_carries_scikit_learns_prices_and_is_checked_without_scikit_learn(housing):
@@ -51,13 +52,13 @@ def test_the_graph_carries_scikit_learns_prices_and_is_checked_without_scikit_le
     assert len(rows) == fast_model.REFERENCE_ROWS + fast_model.REFERENCE_MISSING
     assert rows["total_bedrooms"].iloc[fast_model.REFERENCE_ROWS :].isna().all()
     graph = fast_model.to_onnx(model)
-    assert fast_model.reference_difference(fast_model.session(graph)) is None
-    checked = fast_model.session(fast_model.with_reference(graph, model, rows))
-    assert fast_model.reference_difference(checked) <= fast_model.TOLERANCE
+    assert onnx_runtime.reference_difference(onnx_runtime.session(graph)) is None
+    checked = onnx_runtime.session(fast_model.with_reference(graph, model, rows))
+    assert onnx_runtime.reference_difference(checked) <= onnx_runtime.TOLERANCE
     # Another model's prices (a graph and a reference that don't belong together) are caught.
     other, _ = fitted(housing, "knn", "hist_gradient_boosting", {"max_iter": 41})
-    mismatched = fast_model.session(fast_model.with_reference(graph, other, rows))
-    assert fast_model.reference_difference(mismatched) > fast_model.TOLERANCE
+    mismatched = onnx_runtime.session(fast_model.with_reference(graph, other, rows))
+    assert onnx_runtime.reference_difference(mismatched) > onnx_runtime.TOLERANCE
 
 
 @pytest.mark.parametrize(

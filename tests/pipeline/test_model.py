@@ -1,14 +1,14 @@
 import numpy as np
 import pytest
 
-from pipeline import schema
+from model_runtime import contract
 from pipeline.model import FAMILIES, IMPUTERS, FeatureSpec, build_model, make_imputer
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_every_family_trains_and_predicts_from_raw_columns(family, housing_sample):
-    X = housing_sample[list(schema.FEATURES)]
-    y = housing_sample[schema.TARGET]
+    X = housing_sample[list(contract.FEATURES)]
+    y = housing_sample[contract.TARGET]
     params = dict(FAMILIES[family])
     if "n_estimators" in params:
         params["n_estimators"] = 10
@@ -21,8 +21,8 @@ def test_every_family_trains_and_predicts_from_raw_columns(family, housing_sampl
 
 
 def test_model_predicts_rows_with_missing_bedrooms_and_unseen_category(housing_sample):
-    X = housing_sample[list(schema.FEATURES)]
-    y = housing_sample[schema.TARGET]
+    X = housing_sample[list(contract.FEATURES)]
+    y = housing_sample[contract.TARGET]
     model = build_model(FeatureSpec(n_clusters=3), "ridge", FAMILIES["ridge"]).fit(X, y)
     row = X.head(1).copy()
     row["total_bedrooms"] = np.nan

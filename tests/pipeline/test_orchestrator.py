@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from housing_platform.artifact_store import LocalStore
 from pipeline import catalog, orchestrator
 from pipeline.code_fingerprint import ROOT, code_fingerprint, reach
 from pipeline.errors import PipelineError
 from pipeline.settings import load_settings
-from pipeline.storage import LocalStore
 
 STEPS = catalog.STEP_NAMES
 
@@ -59,7 +59,7 @@ def test_register_reaches_the_fast_form_it_exports():
     """The defect: a hand-kept list left fast_model.py out, so an edited ONNX translation
     reported register as cached and kept the old code's fast form."""
     modules = reach("pipeline.steps.register")[0]
-    assert {"pipeline.fast_model", "pipeline.registry", "pipeline.cv"} <= set(modules)
+    assert {"pipeline.fast_model", "pipeline.model_registry", "pipeline.cv"} <= set(modules)
     assert "pipeline.steps.tune" not in modules
 
 

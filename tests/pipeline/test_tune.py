@@ -3,7 +3,7 @@ import collections
 import optuna
 import sqlalchemy.engine
 
-from pipeline.database import with_password
+from housing_platform.database_url import with_password
 from pipeline.model import FeatureSpec
 from pipeline.settings import load_settings
 from pipeline.steps import tune

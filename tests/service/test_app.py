@@ -14,10 +14,10 @@ from litestar import Litestar
 from litestar.testing import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from pipeline.schema import EXAMPLE_HOUSE, OCEAN_PROXIMITY
+from model_runtime.contract import EXAMPLE_HOUSE, OCEAN_PROXIMITY
+from model_runtime.loader import ModelMeta
 from service.app import create_app
 from service.batching import MicroBatcher
-from service.loader import ModelMeta
 from service.settings import ServiceSettings
 
 MAX_INSTANCES = 7

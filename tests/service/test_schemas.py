@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.schema import EXAMPLE_HOUSE, OCEAN_PROXIMITY, normalise_ocean_proximity
+from model_runtime.contract import EXAMPLE_HOUSE, OCEAN_PROXIMITY, normalise_ocean_proximity
 from service.schemas import OCEAN_PROXIMITY_PATTERN, House, RequestError, parse_predict_request
 
 HOUSE = EXAMPLE_HOUSE

@@ -1,0 +1,169 @@
+"""Inference service: the Litestar service on Cloud Run v2, with canary traffic from config.
+
+Each revision is pinned to one model version (``MODEL_URI=models:/housing-price/<version>``,
+the bucket export as fallback) and named deterministically from its template, so traffic can
+name it in stack config and an unchanged template never churns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pulumi
+
+from infra.components import cloud_run as cloudrun
+from infra.options import child_options
+from infra.release import traffic
+from infra.release.traffic import Release
+
+TYPE = "housing-mlops:index:InferenceService"
+SERVICE = "housing-api"
+MODEL_NAME = "housing-price"
+PORT = 8080
+
+
+class InferenceArgs(cloudrun.WorkloadArgs, frozen=True, kw_only=True):
+    release: Release
+    bucket: pulumi.Input[str]
+    tracking_url: pulumi.Input[str] | None
+    public: bool = False
+    invokers: Mapping[str, pulumi.Input[str]] = {}
+    """Members allowed to call a private service, by a stable label."""
+    min_instances: int = 0
+    max_instances: int = 4
+    cpu: str = "1"
+    memory: str = "1Gi"
+    concurrency: int = 40
+
+
+Text = pulumi.Input[str]
+
+
+def _join(*parts: Text) -> Text:
+    """Plain text when every part is known now (the hash needs it), else an Output."""
+    if all(isinstance(p, str) for p in parts):
+        return "".join(parts)  # type: ignore[arg-type]
+    return pulumi.Output.concat(*parts)
+
+
+def model_env(version: int, bucket: Text, tracking_url: Text | None) -> list[dict[str, Any]]:
+    envs = [
+        cloudrun.env("MODEL_URI", f"models:/{MODEL_NAME}/{version}"),
+        cloudrun.env(
+            "MODEL_FALLBACK_URI",
+            _join("gs://", bucket, f"/artifacts/models/{MODEL_NAME}/{version}"),
+        ),
+    ]
+    if tracking_url is not None:
+        envs += [
+            cloudrun.env("MLFLOW_TRACKING_URI", tracking_url),
+            cloudrun.env("MLFLOW_TRACKING_AUDIENCE", tracking_url),
+        ]
+    return envs
+
+
+def revision_template(
+    args: InferenceArgs, service_account: Text, bucket: Text, tracking_url: Text | None
+) -> dict[str, Any]:
+    """The revision template. Built from plain config with computed values only at its leaves,
+    so the policy pack sees scaling, env names and secret references even in a first
+    ``preview``, when the account email and the bucket are still unknown."""
+    release = args.release
+    return {
+        "service_account": service_account,
+        "scaling": {
+            "min_instance_count": args.min_instances,
+            "max_instance_count": args.max_instances,
+        },
+        "max_instance_request_concurrency": args.concurrency,
+        "timeout": "60s",
+        "containers": [
+            {
+                "image": release.image,
+                "ports": {"container_port": PORT},
+                "envs": [
+                    *model_env(release.model_version, bucket, tracking_url),
+                    cloudrun.env("HOST", "0.0.0.0"),
+                    cloudrun.env("DRAIN_SECONDS", "8"),
+                ],
+                "resources": cloudrun.resources(args.cpu, args.memory),
+                "startup_probe": cloudrun.http_probe("/ready", period=2, failures=60),
+                "liveness_probe": cloudrun.http_probe("/health", period=15, failures=3),
+            }
+        ],
+    }
+
+
+def newest_revision(args: InferenceArgs, service_account: str, bucket: str, url: str | None) -> str:
+    """The revision's name: a hash of the template with every value resolved."""
+    template = revision_template(args, service_account, bucket, url)
+    return traffic.revision_name(SERVICE, args.release.model_version, template)
+
+
+def traffic_args(release: Release, newest: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "type": "TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION",
+            "revision": target.revision,
+            "percent": target.percent,
+            "tag": target.tag,
+        }
+        for target in traffic.split(release, newest)
+    ]
+
+
+def live_and_canary(release: Release, newest: str) -> tuple[str, str]:
+    """The revision that serves users now, and the one on trial ("" when none is)."""
+    targets = traffic.split(release, newest)
+    if len(targets) == 1 or release.canary_percent == 100:
+        return newest, ""
+    return release.stable_revision, newest
+
+
+class InferenceService(pulumi.ComponentResource):
+    url: pulumi.Output[str]
+    newest_revision: pulumi.Output[str]
+    live_revision: pulumi.Output[str]
+    canary_revision: pulumi.Output[str]
+    tag_urls: pulumi.Output[dict[str, str]]
+
+    def __init__(self, name: str, args: InferenceArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__(TYPE, name, None, opts)
+        child = child_options(self, opts)
+        traffic.validate(args.release)
+        self.newest_revision = pulumi.Output.all(
+            args.service_account, args.bucket, args.tracking_url
+        ).apply(lambda v: newest_revision(args, v[0], v[1], v[2]))
+        template: Any = revision_template(
+            args, args.service_account, args.bucket, args.tracking_url
+        ) | {"revision": self.newest_revision}
+        self.service = cloudrun.service(
+            f"{name}-service",
+            SERVICE,
+            project=args.project,
+            region=args.region,
+            template=template,
+            deletion_protection=args.deletion_protection,
+            labels=args.labels(),
+            opts=child,
+            traffics=self.newest_revision.apply(lambda n: traffic_args(args.release, n)),
+        )
+        members = {"public": "allUsers"} if args.public else dict(args.invokers)
+        cloudrun.grant_invokers(
+            name, self.service, members, project=args.project, region=args.region, opts=child
+        )
+        pair = self.newest_revision.apply(lambda n: live_and_canary(args.release, n))
+        self.live_revision = pair.apply(lambda p: p[0])
+        self.canary_revision = pair.apply(lambda p: p[1])
+        self.url = self.service.uri
+        self.tag_urls = self.service.traffic_statuses.apply(
+            lambda statuses: {s.tag: s.uri for s in statuses or [] if s.tag and s.uri}
+        )
+        self.register_outputs(
+            {
+                "url": self.url,
+                "live_revision": self.live_revision,
+                "canary_revision": self.canary_revision,
+            }
+        )
