@@ -1,10 +1,10 @@
 """The fast form at run time: an ONNX graph of the fitted pipeline, run by ONNX Runtime.
 
 What the service (and any other command that prices houses) loads; it never imports the code
-that translates a model to the graph (``pipeline.fast_model``). The graph carries a reference:
-rows and the prices scikit-learn gave them at register time. A process serves the graph only
-after it reproduces those prices (:func:`reference_difference` within :data:`TOLERANCE`), so the
-check needs no scikit-learn load at start-up.
+that translates a model to the graph (``pipeline.onnx_translation``). The graph carries a
+reference: rows and the prices scikit-learn gave them at register time. A process serves the
+graph only after it reproduces those prices (:func:`reference_difference` within
+:data:`TOLERANCE`), so the check needs no scikit-learn load at start-up.
 
 Inputs: ``numeric`` (double, [n, 8], ``NUMERIC_FEATURES`` order, NaN for a missing
 ``total_bedrooms``) and ``ocean_proximity`` (string, [n, 1]); output ``price`` (double, [n]).

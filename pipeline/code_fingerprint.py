@@ -2,10 +2,11 @@
 imports (at the top or inside functions), and the installed version of every third-party
 distribution those modules import.
 
-Derived from the source, not a list someone must keep: editing ``fast_model.py`` re-runs
-``register`` because ``register`` imports ``registry``, which imports ``fast_model`` inside a
-function. Versions are read from what is installed (``importlib.metadata``): the pipeline image
-has no lock file, and an upgraded scikit-learn can change a fitted model.
+Derived from the source, not a list someone must keep: editing ``onnx_graph.py`` re-runs
+``register`` because ``register`` imports ``registry``, which imports ``onnx_translation`` (and
+so ``onnx_graph``) inside a function. Versions are read from what is installed
+(``importlib.metadata``): the pipeline image has no lock file, and an upgraded scikit-learn can
+change a fitted model.
 """
 
 from __future__ import annotations

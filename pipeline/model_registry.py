@@ -143,18 +143,19 @@ class Registry:
         carries both), only when it agrees with scikit-learn on ``rows``; it keeps some of them
         with scikit-learn's prices, for the service's check at load."""
         from model_runtime import onnx_runtime
-        from pipeline import fast_model
+        from pipeline import onnx_reference, onnx_translation
 
         try:
-            onnx_bytes = fast_model.to_onnx(model)
-        except fast_model.NotConvertibleError as exc:
+            onnx_bytes = onnx_translation.to_onnx(model)
+        except onnx_translation.NotConvertibleError as exc:
             log.warning("no fast form: %s", exc)
             return f"none: {exc}"[:250]
         diff = onnx_runtime.agreement(model, onnx_runtime.session(onnx_bytes), rows)
         if not diff <= onnx_runtime.TOLERANCE:
             log.warning("fast form disagrees with scikit-learn by %.3g; not logged", diff)
             return f"none: differs from scikit-learn by {diff:.2g} on {len(rows)} rows"
-        onnx_bytes = fast_model.with_reference(onnx_bytes, model, fast_model.reference_rows(rows))
+        kept = onnx_reference.reference_rows(rows)
+        onnx_bytes = onnx_reference.with_reference(onnx_bytes, model, kept)
         with tempfile.TemporaryDirectory(prefix="housing-onnx-") as tmp:
             path = Path(tmp) / onnx_runtime.FILENAME
             path.write_bytes(onnx_bytes)
