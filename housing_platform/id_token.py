@@ -16,10 +16,15 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
+
+import msgspec
+
+from housing_platform.settings_reader import read_settings
 
 AUDIENCE_VAR = "MLFLOW_TRACKING_AUDIENCE"
 #: The service account whose ID tokens external-account credentials mint, when their file doesn't
@@ -32,7 +37,8 @@ _IMPERSONATION_KEYS = ("service_account_impersonation_url", "service_account_imp
 
 def _credentials_file() -> dict[str, Any] | None:
     """The parsed ``GOOGLE_APPLICATION_CREDENTIALS`` file, or None (no file, or not JSON: then
-    google-auth's own lookup reports it)."""
+    google-auth's own lookup reports it). Not a setting of ours: google-auth reads the variable
+    when it looks for credentials, so this reads it at the same moment, to see the same file."""
     path = os.environ.get("GOOGLE_APPLICATION_CREDENTIALS")
     if not path:
         return None
@@ -43,10 +49,10 @@ def _credentials_file() -> dict[str, Any] | None:
     return info if isinstance(info, dict) else None
 
 
-def _external_account_id_token(info: dict[str, Any], audience: str) -> Any:
+def _external_account_id_token(info: dict[str, Any], audience: str, service_account: str) -> Any:
     """ID-token credentials from workload identity federation: the federated token (no
     impersonation of its own) calls ``generateIdToken`` for the service account the file
-    impersonates, or ``$GOOGLE_ID_TOKEN_SERVICE_ACCOUNT``."""
+    impersonates, or ``service_account`` (``$GOOGLE_ID_TOKEN_SERVICE_ACCOUNT``)."""
     from google.auth import exceptions, identity_pool, impersonated_credentials
 
     def load(config: dict[str, Any]) -> Any:
@@ -57,7 +63,7 @@ def _external_account_id_token(info: dict[str, Any], audience: str) -> Any:
                 f"GOOGLE_APPLICATION_CREDENTIALS: unsupported external_account file: {error}"
             ) from error
 
-    email = load(info).service_account_email or os.environ.get(SERVICE_ACCOUNT_VAR, "")
+    email = load(info).service_account_email or service_account
     if not email:
         raise exceptions.DefaultCredentialsError(
             "GOOGLE_APPLICATION_CREDENTIALS holds workload identity federation credentials "
@@ -74,30 +80,32 @@ def _external_account_id_token(info: dict[str, Any], audience: str) -> Any:
     )
 
 
-def _google_credentials(audience: str) -> Any:
+def _google_credentials(audience: str, service_account: str = "") -> Any:
     import google.auth.transport.requests
     from google.oauth2 import id_token
 
     info = _credentials_file()
     if info is not None and info.get("type") == "external_account":
-        return _external_account_id_token(info, audience)
+        return _external_account_id_token(info, audience, service_account)
     request = google.auth.transport.requests.Request()
     return id_token.fetch_id_token_credentials(audience, request=request)
 
 
 class GoogleIdToken:
     """ID tokens from google-auth (service account key, metadata server, workload identity
-    federation), refreshed ``refresh_margin`` before expiry; safe to share between threads."""
+    federation), refreshed ``refresh_margin`` before expiry; safe to share between threads.
+    ``service_account``: whom to mint them as when federated credentials impersonate no one."""
 
     def __init__(
         self,
         audience: str,
         refresh_margin: timedelta = timedelta(minutes=5),
-        credentials: Callable[[str], Any] = _google_credentials,
+        credentials: Callable[[str], Any] | None = None,
+        service_account: str = "",
     ):
         self.audience = audience
         self.refresh_margin = refresh_margin
-        self._make = credentials
+        self._make = credentials or partial(_google_credentials, service_account=service_account)
         self._credentials: Any = None
         self._lock = threading.Lock()
 
@@ -123,18 +131,39 @@ except ImportError:  # pragma: no cover - only the UI image lacks MLflow
     RequestHeaderProvider = object  # type: ignore[misc,assignment]
 
 
-class IdTokenHeaderProvider(RequestHeaderProvider):
-    """MLflow request-header provider: ``Authorization: Bearer <Google ID token>``."""
+class PluginSettings(msgspec.Struct, frozen=True, kw_only=True):
+    audience: str = ""
+    """MLFLOW_TRACKING_AUDIENCE: the MLflow server's URL; unset, no header is added."""
+    service_account: str = ""
+    """GOOGLE_ID_TOKEN_SERVICE_ACCOUNT: whom to mint tokens as under workload identity
+    federation, when the credentials file names none."""
 
-    def __init__(self) -> None:
-        self._tokens: dict[str, GoogleIdToken] = {}
+
+PLUGIN_VARIABLES = {AUDIENCE_VAR: "audience", SERVICE_ACCOUNT_VAR: "service_account"}
+
+
+class IdTokenHeaderProvider(RequestHeaderProvider):
+    """MLflow request-header provider: ``Authorization: Bearer <Google ID token>``.
+
+    MLflow builds it with no arguments, once, when its registry loads: it is the edge, so it
+    reads its settings from the environment on each request, and a variable set later counts."""
+
+    def __init__(self, env: Mapping[str, str] = os.environ) -> None:
+        self._env = env
+        self._tokens: dict[tuple[str, str], GoogleIdToken] = {}
+
+    def settings(self) -> PluginSettings:
+        return read_settings(PluginSettings, self._env, PLUGIN_VARIABLES)
 
     def in_context(self) -> bool:
-        return bool(os.environ.get(AUDIENCE_VAR))
+        return bool(self.settings().audience)
 
     def request_headers(self) -> dict[str, str]:
-        audience = os.environ.get(AUDIENCE_VAR, "")
-        if not audience:
+        settings = self.settings()
+        if not settings.audience:
             return {}
-        token = self._tokens.setdefault(audience, GoogleIdToken(audience))
+        token = self._tokens.get((settings.audience, settings.service_account))
+        if token is None:
+            token = GoogleIdToken(settings.audience, service_account=settings.service_account)
+            self._tokens[(settings.audience, settings.service_account)] = token
         return {"Authorization": f"Bearer {token()}"}

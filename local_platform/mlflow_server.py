@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from local_platform.local_settings import from_env
 from local_platform.postgres import cluster as postgres_cluster
 
 
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--postgres", action="store_true", help="a throwaway PostgreSQL backend")
     parser.add_argument("--port", type=int, default=5000, help="default 5000")
     args = parser.parse_args(argv)
-    home = Path(os.environ.get("HOUSING_MLOPS_HOME", ".housing-mlops")).expanduser().resolve()
+    home = from_env(os.environ).home_path
     return serve(args.postgres, home, args.port)
 
 

@@ -22,6 +22,8 @@ from threading import Event
 
 import httpx
 
+from local_platform.local_settings import from_env
+
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "housing-price"
 
@@ -163,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ui-port", type=int, default=8501)
     # Anything else (--config FILE, --source …) goes to `pipeline run` when a model is trained.
     args, pipeline_args = parser.parse_known_args(argv)
-    home = Path(os.environ.get("HOUSING_MLOPS_HOME", ".housing-mlops")).expanduser().resolve()
+    home = from_env(os.environ).home_path
     (home / "logs").mkdir(parents=True, exist_ok=True)
     env = dict(os.environ) | {"HOUSING_MLOPS_HOME": str(home)}
     env.pop("MLFLOW_TRACKING_URI", None)

@@ -9,8 +9,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from housing_platform.settings_reader import SettingsError
 from pipeline import catalog
-from pipeline.settings import ConfigError, Settings, load_settings
+from pipeline.settings import Settings, load_settings
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -142,6 +143,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "export":
             return _export(args)
         return _steps()
-    except (PipelineError, ConfigError) as exc:
+    except (PipelineError, SettingsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -2,26 +2,28 @@
 
 Precedence: defaults < ``--config`` TOML file < environment < command-line flags. The same code
 runs on a laptop and on GCP; only these values differ (home/bucket URI, tracking URI, W&B key).
+Reading and error messages are ``housing_platform.settings_reader``'s: a wrong key is named as it
+was written (``c.toml: `tune.n_trials```, ``CLOUD_RUN_TASK_INDEX``, ``--workers``) with its fix.
 """
 
 from __future__ import annotations
 
-import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
+from msgspec import Meta
 
+from housing_platform.settings_reader import Problem, read_settings
 from pipeline.model import FAMILIES, IMPUTERS, ImputerName
 
 PACKAGED_DATA = Path(__file__).parent / "data" / "housing.csv.gz"
 #: sha256 of the uncompressed csv the package carries (the census copy everyone uses).
 PACKAGED_SHA256 = "8a3727f4cf54ac1a327f69b1d5b4db54c5834ea81c6e4efc0d163300022a685e"
 
-
-class ConfigError(ValueError):
-    """A setting is wrong; the message names the key and how to fix it."""
+Share = Annotated[float, Meta(gt=0, lt=1)]
+AtLeastOne = Annotated[int, Meta(ge=1)]
 
 
 class IngestConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -34,19 +36,19 @@ class IngestConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
 
 
 class ValidateConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
-    max_bad_share: float = 0.01
+    max_bad_share: Annotated[float, Meta(ge=0, lt=1)] = 0.01
     """Fail when more than this share of rows is quarantined."""
 
 
 class SplitConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
-    test_size: float = 0.2
+    test_size: Share = 0.2
     random_state: int = 42
     """Géron's split: income-stratified, 20%, seed 42, so results compare with the book."""
 
 
 class ImputeConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     methods: tuple[ImputerName, ...] = IMPUTERS
-    mask_share: float = 0.2
+    mask_share: Share = 0.2
     """Share of known total_bedrooms hidden to score each imputer."""
     random_state: int = 42
 
@@ -67,7 +69,7 @@ class SelectConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
 
 
 class TuneConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
-    n_trials: int = 12
+    n_trials: AtLeastOne = 12
     """Trials in total, across all workers."""
     timeout_s: float = 150.0
     """Each worker stops starting trials after this long."""
@@ -75,7 +77,7 @@ class TuneConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, froze
     """Optuna RDB URL (sqlite:///…, postgresql://…); empty = in memory, or a SQLite file under home
     when workers > 1."""
     study_name: str = "housing-price"
-    workers: int = 1
+    workers: AtLeastOne = 1
     """Local processes sharing one study."""
     cv_folds: int = 3
     seed: int = 42
@@ -89,7 +91,7 @@ class RegisterConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, f
     model_name: str = "housing-price"
     promotion: Literal["auto", "manual"] = "auto"
     """auto: promote a challenger that beats the champion; manual: `python -m pipeline promote`."""
-    margin: float = 0.0
+    margin: Annotated[float, Meta(ge=0)] = 0.0
     """Relative RMSE improvement a challenger needs over the champion (0.01 = 1%)."""
 
 
@@ -103,9 +105,9 @@ class TrackingConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, f
 
 
 class RuntimeInfo(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
-    task_index: int = 0
+    task_index: Annotated[int, Meta(ge=0)] = 0
     """CLOUD_RUN_TASK_INDEX: this worker's index among parallel tasks."""
-    task_count: int = 1
+    task_count: AtLeastOne = 1
     """CLOUD_RUN_TASK_COUNT: how many tasks share the tune study."""
     db_password: str = msgspec.field(default="")
     """DB_PASSWORD: the database password (Secret Manager on GCP), added to ``tune.storage`` at
@@ -150,24 +152,17 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=
 
 
 #: Environment variables the pipeline reads, and the setting each one sets.
-ENV_KEYS: dict[str, tuple[str, ...]] = {
-    "HOUSING_MLOPS_HOME": ("home",),
-    "ARTIFACT_URI": ("artifact_uri",),
-    "MLFLOW_TRACKING_URI": ("tracking", "mlflow_uri"),
-    "WANDB_PROJECT": ("tracking", "wandb_project"),
-    "WANDB_ENTITY": ("tracking", "wandb_entity"),
-    "OPTUNA_STORAGE": ("tune", "storage"),
-    "CLOUD_RUN_TASK_INDEX": ("runtime", "task_index"),
-    "CLOUD_RUN_TASK_COUNT": ("runtime", "task_count"),
-    "DB_PASSWORD": ("runtime", "db_password"),
+VARIABLES: dict[str, str] = {
+    "HOUSING_MLOPS_HOME": "home",
+    "ARTIFACT_URI": "artifact_uri",
+    "MLFLOW_TRACKING_URI": "tracking.mlflow_uri",
+    "WANDB_PROJECT": "tracking.wandb_project",
+    "WANDB_ENTITY": "tracking.wandb_entity",
+    "OPTUNA_STORAGE": "tune.storage",
+    "CLOUD_RUN_TASK_INDEX": "runtime.task_index",
+    "CLOUD_RUN_TASK_COUNT": "runtime.task_count",
+    "DB_PASSWORD": "runtime.db_password",
 }
-
-
-def _set(tree: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
-    node = tree
-    for key in path[:-1]:
-        node = node.setdefault(key, {})
-    node[path[-1]] = value
 
 
 def load_settings(
@@ -175,60 +170,30 @@ def load_settings(
     env: Mapping[str, str] | None = None,
     overrides: Mapping[tuple[str, ...], Any] | None = None,
 ) -> Settings:
-    """Build the settings from a TOML file, the environment and explicit overrides."""
-    tree: dict[str, Any] = {}
-    where = "defaults"
-    if config_file is not None:
-        where = str(config_file)
-        try:
-            tree = tomllib.loads(Path(config_file).read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"config file {config_file} does not exist") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {config_file} is not valid TOML: {exc}") from None
-    for name, path in ENV_KEYS.items():
-        if env and env.get(name):
-            _set(tree, path, env[name])
-    if env and env.get("WANDB_API_KEY") and env.get("WANDB_MODE", "") != "offline":
-        _set(tree, ("tracking", "wandb_mode"), "online")
-    if env and env.get("WANDB_MODE") in {"offline", "disabled"}:
-        _set(tree, ("tracking", "wandb_mode"), env["WANDB_MODE"])
-    for path, value in (overrides or {}).items():
-        if value is not None:
-            _set(tree, path, value)
-    try:
-        settings = msgspec.convert(tree, Settings, strict=False)
-    except msgspec.ValidationError as exc:
-        raise ConfigError(f"{where}: {_explain(exc)}") from None
-    _check(settings)
-    return settings
+    """Build the settings from a TOML file, the environment and the command line's flags
+    (``overrides``: setting path → value, None when the flag was not given)."""
+    env = env or {}
+    flags = {
+        f"--{path[-1].replace('_', '-')}": (".".join(path), value)
+        for path, value in (overrides or {}).items()
+    }
+    # A W&B key switches W&B online unless WANDB_MODE keeps it offline; never the other way.
+    mode = env.get("WANDB_MODE", "")
+    if mode in {"offline", "disabled"}:
+        flags["WANDB_MODE"] = ("tracking.wandb_mode", mode)
+    elif env.get("WANDB_API_KEY"):
+        flags["WANDB_API_KEY"] = ("tracking.wandb_mode", "online")
+    return read_settings(
+        Settings, env, VARIABLES, file=config_file, overrides=flags, check=_problems
+    )
 
 
-def _explain(exc: msgspec.ValidationError) -> str:
-    message = str(exc)
-    if " - at `$." in message:
-        problem, _, key = message.rpartition(" - at `$.")
-        key = key.rstrip("`")
-        return f"setting `{key}`: {problem}. Fix `{key}` in the config file or its variable."
-    return message
-
-
-def _check(s: Settings) -> None:
-    problems = []
-    if not 0 <= s.validate.max_bad_share < 1:
-        problems.append("`validate.max_bad_share` must be in [0, 1), e.g. 0.01")
-    if not 0 < s.split.test_size < 1:
-        problems.append("`split.test_size` must be in (0, 1), e.g. 0.2")
-    if not 0 < s.impute.mask_share < 1:
-        problems.append("`impute.mask_share` must be in (0, 1), e.g. 0.2")
+def _problems(s: Settings) -> Iterator[Problem]:
+    """What the types can't say: known model families, a task index below the task count."""
     unknown = [f for f in s.select.families if f not in FAMILIES]
     if unknown:
-        problems.append(f"`select.families` has unknown {unknown}; known: {', '.join(FAMILIES)}")
-    if s.tune.n_trials < 1 or s.tune.workers < 1:
-        problems.append("`tune.n_trials` and `tune.workers` must be >= 1")
-    if s.runtime.task_count < 1 or not 0 <= s.runtime.task_index < s.runtime.task_count:
-        problems.append("CLOUD_RUN_TASK_INDEX must be in [0, CLOUD_RUN_TASK_COUNT)")
-    if s.register.margin < 0:
-        problems.append("`register.margin` must be >= 0, e.g. 0.01 for 1%")
-    if problems:
-        raise ConfigError("; ".join(problems))
+        yield Problem("select.families", f"a list of known model families ({', '.join(FAMILIES)})")
+    if s.runtime.task_index >= s.runtime.task_count:
+        yield Problem(
+            "runtime.task_index", f"an index below CLOUD_RUN_TASK_COUNT ({s.runtime.task_count})"
+        )

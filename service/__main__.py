@@ -23,17 +23,13 @@ def main(argv: list[str] | None = None) -> int:
 
     import uvicorn
 
+    from housing_platform.settings_reader import SettingsError
     from service.app import create_app
     from service.observability import configure_logging
-    from service.settings import SettingsError, from_env
+    from service.settings import from_env
 
-    env = dict(os.environ)
-    if args.host:
-        env["HOST"] = args.host
-    if args.port:
-        env["PORT"] = str(args.port)
     try:
-        settings = from_env(env)
+        settings = from_env(os.environ, host=args.host or None, port=args.port or None)
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -25,12 +25,9 @@ from housing_platform.database_url import (
     wait_for,
     with_password,
 )
+from housing_platform.settings_reader import SettingsError, read_settings
 
 log = logging.getLogger("tracking_server")
-
-
-class ServerSettingsError(ValueError):
-    pass
 
 
 class ServerSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -57,7 +54,8 @@ class ServerSettings(msgspec.Struct, frozen=True, kw_only=True):
         return not self.backend_store_uri.startswith(("sqlite:", "file:", "/", "."))
 
 
-ENV = {
+#: The variables the server reads (the container's contract), and the setting each one sets.
+VARIABLES = {
     "BACKEND_STORE_URI": "backend_store_uri",
     "ARTIFACTS_DESTINATION": "artifacts_destination",
     "DB_PASSWORD": "db_password",
@@ -70,16 +68,7 @@ ENV = {
 
 
 def from_env(env: Mapping[str, str]) -> ServerSettings:
-    for var in ("BACKEND_STORE_URI", "ARTIFACTS_DESTINATION"):
-        if not env.get(var):
-            raise ServerSettingsError(f"{var} is not set: export {var}=… (see this module's doc)")
-    raw = {field: env[var] for var, field in ENV.items() if env.get(var)}
-    try:
-        return msgspec.convert(raw, ServerSettings, strict=False)
-    except msgspec.ValidationError as exc:
-        message, _, path = str(exc).rpartition(" - at `$.")
-        var = next((v for v, f in ENV.items() if f == path.rstrip("`")), "environment")
-        raise ServerSettingsError(f"{var}: {message or exc}") from None
+    return read_settings(ServerSettings, env, VARIABLES)
 
 
 def command(settings: ServerSettings) -> list[str]:
@@ -129,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = from_env(os.environ)
         prepare(settings)
-    except (ServerSettingsError, DatabaseUnavailableError) as exc:
+    except (SettingsError, DatabaseUnavailableError) as exc:
         print(f"tracking server: {exc}", file=sys.stderr)
         return 1
     args_ = command(settings)

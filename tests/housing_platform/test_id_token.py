@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from google.auth import crypt, exceptions, jwt
 
-from housing_platform.id_token import SERVICE_ACCOUNT_VAR, GoogleIdToken
+from housing_platform.id_token import SERVICE_ACCOUNT_VAR, GoogleIdToken, IdTokenHeaderProvider
 
 
 class Recorder(ThreadingHTTPServer):
@@ -330,7 +330,10 @@ def test_without_an_account_to_impersonate_the_error_names_the_variable(federati
     write(impersonate=None)  # the auth action given no service_account
     with pytest.raises(exceptions.DefaultCredentialsError, match=SERVICE_ACCOUNT_VAR):
         GoogleIdToken("https://mlflow.example")()
+    # Read where settings are read: MLflow's plugin here (the UI's settings for the UI).
     monkeypatch.setenv(SERVICE_ACCOUNT_VAR, "reporter@p.iam.gserviceaccount.com")
-    token = GoogleIdToken("https://mlflow.example")()
+    monkeypatch.setenv("MLFLOW_TRACKING_AUDIENCE", "https://mlflow.example")
+    header = IdTokenHeaderProvider().request_headers()["Authorization"]
+    token = header.removeprefix("Bearer ")
     assert jwt.decode(token, verify=False)["email"] == "reporter@p.iam.gserviceaccount.com"
     assert server.calls[-1][0] == ID_TOKEN_PATH.format("reporter@p.iam.gserviceaccount.com")

@@ -1,6 +1,7 @@
 import pytest
 
-from service.settings import SettingsError, from_env
+from housing_platform.settings_reader import SettingsError
+from service.settings import from_env
 
 
 def test_defaults_serve_the_local_champion(tmp_path):
@@ -22,7 +23,12 @@ def test_cors_allow_list_never_star():
 
 
 def test_bad_values_name_the_variable():
-    with pytest.raises(SettingsError, match=r"^PORT: Expected `int`"):
+    with pytest.raises(SettingsError, match=r"^PORT: expected an integer, got 'eighty'\. Fix PORT"):
         from_env({"PORT": "eighty"})
-    with pytest.raises(SettingsError, match="MAX_INSTANCES"):
+    with pytest.raises(SettingsError, match=r"^MAX_INSTANCES: expected an integer >= 1, got '0'"):
         from_env({"MAX_INSTANCES": "0"})
+
+
+def test_flags_win_over_their_variables():
+    s = from_env({"HOST": "0.0.0.0", "PORT": "8080"}, host="127.0.0.2", port=9000)
+    assert (s.host, s.port) == ("127.0.0.2", 9000)

@@ -8,8 +8,9 @@ import time
 import pytest
 
 from housing_platform.database_url import DatabaseUnavailableError, wait_for
+from housing_platform.settings_reader import SettingsError
 from tests.conftest import free_port
-from tracking_server.server import ServerSettingsError, command, from_env, server_env
+from tracking_server.server import command, from_env, server_env
 
 ENV = {
     "BACKEND_STORE_URI": "postgresql+psycopg2://housing@/mlflow?host=/cloudsql/p:r:db",
@@ -53,11 +54,11 @@ def test_local_defaults_are_one_worker_on_loopback():
     [
         ({"ARTIFACTS_DESTINATION": "a"}, "BACKEND_STORE_URI is not set"),
         ({"BACKEND_STORE_URI": "sqlite:///x.db"}, "ARTIFACTS_DESTINATION is not set"),
-        (ENV | {"PORT": "http"}, "PORT: Expected `int`, got `str`"),
+        (ENV | {"PORT": "http"}, "PORT: expected an integer, got 'http'. Fix PORT"),
     ],
 )
 def test_a_wrong_variable_is_named(env, message):
-    with pytest.raises(ServerSettingsError, match=message):
+    with pytest.raises(SettingsError, match=message):
         from_env(env)
 
 
