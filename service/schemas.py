@@ -120,6 +120,9 @@ class ModelInfo(msgspec.Struct):
     input_ranges: dict[str, RangeInfo]
     ocean_proximity: list[str]
     max_instances: int
+    """Most houses in one request (MAX_INSTANCES): clients split larger tables."""
+    max_body_bytes: int
+    """Largest request body (MAX_BODY_BYTES): clients keep each request's body within it."""
 
 
 class Status(msgspec.Struct):

@@ -13,12 +13,11 @@ import streamlit as st
 
 from model_runtime.contract import EXAMPLE_HOUSE, OCEAN_PROXIMITY, RANGES
 from ui.batch import missing_columns, price_table
-from ui.client import ServiceClient, ServiceUnavailableError
+from ui.client import ServiceClient, ServiceError
 from ui.messages import explain, label
 from ui.settings import from_env
 
 DEFAULTS = {k: v for k, v in EXAMPLE_HOUSE.items() if k != "ocean_proximity"}
-MAX_BATCH = 1000
 
 
 @st.cache_resource
@@ -26,7 +25,7 @@ def client() -> ServiceClient:
     return ServiceClient(from_env(os.environ))
 
 
-def down(exc: ServiceUnavailableError) -> None:
+def down(exc: ServiceError) -> None:
     st.error(str(exc))
 
 
@@ -53,7 +52,7 @@ def one_house() -> None:
         return
     try:
         response = client().predict([values])
-    except ServiceUnavailableError as exc:
+    except ServiceError as exc:
         down(exc)
         return
     if response.status_code == 400:
@@ -61,9 +60,7 @@ def one_house() -> None:
             st.error(line)
         return
     if response.status_code != 200:
-        st.error(
-            f"The service answered {response.status_code}: {response.json().get('detail', '')}"
-        )
+        st.error(str(client().refused(response, "one house")))
         return
     body = response.json()
     price = body["predictions"][0]["predicted_price"]
@@ -95,8 +92,8 @@ def many_houses() -> None:
         bar.progress(fraction, text=f"Pricing… {fraction:.0%}")
 
     try:
-        priced, rejections = price_table(frame, client(), MAX_BATCH, progress)
-    except ServiceUnavailableError as exc:
+        priced, rejections = price_table(frame, client(), progress)
+    except ServiceError as exc:
         down(exc)
         return
     ok = priced["predicted_price"].notna()
@@ -137,7 +134,7 @@ def model_page() -> None:
         if not ready:
             return
         info = client().model()
-    except ServiceUnavailableError as exc:
+    except ServiceError as exc:
         down(exc)
         return
     st.metric(

@@ -1,12 +1,15 @@
-"""HTTP client of the inference service: timeouts, retries with backoff, optional ID tokens."""
+"""HTTP client of the inference service: timeouts, retries with backoff, optional ID tokens,
+and the limits the service publishes for one request."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Annotated, Any
 
 import httpx
+import msgspec
+from msgspec import Meta
 
 from housing_platform.id_token import GoogleIdToken
 from ui.settings import UISettings
@@ -15,9 +18,31 @@ from ui.settings import UISettings
 RETRY_STATUSES = frozenset({502, 503, 504})
 
 
-class ServiceUnavailableError(RuntimeError):
-    """The service did not answer, or not as the service does; the message is the one line the
-    page shows."""
+class ServiceError(RuntimeError):
+    """The service could not do what the page asked; the message is the one line it shows."""
+
+
+class ServiceUnavailableError(ServiceError):
+    """The service did not answer, or not as the service does."""
+
+
+class ServiceRefusedError(ServiceError):
+    """The service answered with an error that asking again won't change (413, a 5xx, …)."""
+
+
+class ServiceLimits(msgspec.Struct):
+    """What the service accepts in one request, as ``GET /api/v1/model`` publishes it."""
+
+    max_instances: Annotated[int, Meta(ge=1)]
+    """Houses in one request (the service's MAX_INSTANCES)."""
+    max_body_bytes: Annotated[int, Meta(ge=1)] | None = None
+    """Bytes in one request's body (its MAX_BODY_BYTES); None from a service that doesn't say."""
+
+
+def predict_body(instances: Sequence[Mapping[str, Any]]) -> bytes:
+    """The body of ``POST /api/v1/predict``, compact JSON (NaN is null): exactly the bytes the
+    service counts against MAX_BODY_BYTES."""
+    return msgspec.json.encode({"instances": instances})
 
 
 class ServiceClient:
@@ -26,15 +51,24 @@ class ServiceClient:
         settings: UISettings,
         token: Callable[[], str] | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        http: httpx.Client | None = None,
     ):
         self.settings = settings
         self.token = (
             token
             if token is not None
-            else (GoogleIdToken(settings.api_audience) if settings.api_audience else None)
+            else (
+                GoogleIdToken(
+                    settings.api_audience, service_account=settings.id_token_service_account
+                )
+                if settings.api_audience
+                else None
+            )
         )
         self.sleep = sleep
-        self.http = httpx.Client(base_url=settings.api_url.rstrip("/"), timeout=settings.timeout_s)
+        self.http = http or httpx.Client(
+            base_url=settings.api_url.rstrip("/"), timeout=settings.timeout_s
+        )
 
     def close(self) -> None:
         self.http.close()
@@ -46,10 +80,11 @@ class ServiceClient:
         error page): it is not retried but raised at once, in one line, as the service being
         unavailable."""
         last = ""
+        given = dict(kwargs.pop("headers", {}) or {})
         for attempt in range(max(1, self.settings.retries)):
             if attempt:
                 self.sleep(min(8.0, 0.5 * 2 ** (attempt - 1)))
-            headers = dict(kwargs.pop("headers", {}) or {})
+            headers = dict(given)
             if self.token is not None:
                 headers["Authorization"] = f"Bearer {self.token()}"
             try:
@@ -75,13 +110,46 @@ class ServiceClient:
             "the service is running."
         )
 
-    def predict(self, instances: list[dict[str, Any]]) -> httpx.Response:
-        return self.request("POST", "/api/v1/predict", json={"instances": instances})
+    def predict(self, instances: Sequence[Mapping[str, Any]]) -> httpx.Response:
+        return self.request(
+            "POST",
+            "/api/v1/predict",
+            content=predict_body(instances),
+            headers={"content-type": "application/json"},
+        )
 
     def model(self) -> dict[str, Any]:
         response = self.request("GET", "/api/v1/model")
-        response.raise_for_status()
+        if response.status_code != 200:
+            raise self.refused(response, "GET /api/v1/model")
         return dict(response.json())
+
+    def limits(self) -> ServiceLimits:
+        """Houses and bytes the service accepts in one request, as it publishes them."""
+        try:
+            return msgspec.convert(self.model(), ServiceLimits)
+        except msgspec.ValidationError as exc:
+            raise ServiceRefusedError(
+                f"The prediction service at {self.settings.api_url} does not publish its limits "
+                f"in GET /api/v1/model ({exc}); check API_URL."
+            ) from None
+
+    def refused(self, response: httpx.Response, asked: str) -> ServiceRefusedError:
+        """One line for an error answer to ``asked``: the status, the service's detail, the fix."""
+        status = response.status_code
+        answered = f"answered {status} to {asked}: {_detail(response) or response.reason_phrase}"
+        if status == 413:
+            fix = (
+                "check MAX_BODY_BYTES on the service (it accepts less than GET /api/v1/model "
+                "publishes) and the body limit of any proxy in front of it"
+            )
+        elif status >= 500:
+            fix = "see the service's logs, then try again"
+        else:
+            fix = "check API_URL"
+        return ServiceRefusedError(
+            f"The prediction service at {self.settings.api_url} {answered}; {fix}."
+        )
 
     def health(self) -> tuple[bool, bool, str]:
         """(alive, ready, readiness detail)."""

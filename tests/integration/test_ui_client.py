@@ -93,7 +93,7 @@ def test_table_with_bad_rows_prices_the_rest(service, housing_sample):
     frame.loc[frame.index[2499], "median_income"] = 99.0
     client = ServiceClient(UISettings(api_url=service.url))
     progress: list[float] = []
-    priced, rejections = price_table(frame, client, batch_size=1000, on_progress=progress.append)
+    priced, rejections = price_table(frame, client, on_progress=progress.append)
     client.close()
     assert rejections["row"].tolist() == [10, 1200, 2499]
     assert "latitude" in rejections["reason"][0]

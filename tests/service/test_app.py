@@ -17,7 +17,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from model_runtime.contract import EXAMPLE_HOUSE, OCEAN_PROXIMITY
 from model_runtime.loader import ModelMeta
 from service.app import create_app
-from service.batching import MicroBatcher
 from service.settings import ServiceSettings
 
 MAX_INSTANCES = 7
@@ -33,13 +32,7 @@ class OneDollar:
 
 
 def serving_app() -> Litestar:
-    app = create_app(ServiceSettings(max_instances=MAX_INSTANCES))
-    # The lifespan (which would load a model) runs only when the client is entered; these tests
-    # never enter it and set the predictor the lifespan would have set.
-    predictor = OneDollar()
-    app.state.predictor = predictor
-    app.state.batcher = MicroBatcher(predictor.predict)
-    return app
+    return create_app(ServiceSettings(max_instances=MAX_INSTANCES), predictor=OneDollar())
 
 
 @pytest.fixture(scope="module")
