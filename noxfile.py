@@ -186,6 +186,22 @@ def plan(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def cost(session: nox.Session) -> None:
+    """Monthly cost from the offline plan: `nox -s cost -- <stack> [--json PATH] [--against REF]
+    [--markdown]`, or `-- --all` (every stack, free tiers once); fails over cost.monthlyBudget."""
+    if not session.posargs:
+        session.error("usage: nox -s cost -- <stack> [--json PATH] [--against REF] | --all")
+    _infra(session, "infra.cost", *session.posargs, needs_cli=False)
+
+
+@nox.session(python=PYTHON)
+def prices(session: nox.Session) -> None:
+    """Refresh infra/prices/<region>.yaml from the Cloud Billing Catalog API (needs a network
+    and CLOUD_BILLING_API_KEY): `nox -s prices -- [--region R] [--dry-run]`."""
+    _infra(session, "infra.cost.billing_catalog", *session.posargs, needs_cli=False)
+
+
+@nox.session(python=PYTHON)
 def preview(session: nox.Session) -> None:
     """`pulumi preview` with the policy pack: `nox -s preview -- <stack>`."""
     _infra(session, "infra.cli", "preview", *_stack_args(session, "<stack>"), needs_cli=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -43,6 +43,8 @@ class DatabaseConfig(_Section, frozen=True):
     to ENTERPRISE_PLUS, which refuses shared-core and custom tiers)."""
     deletion_protection: bool = True
     """Refuse to delete the instance; must stay true in production."""
+    disk_size_gb: Annotated[int, msgspec.Meta(ge=10)] = 10
+    """Provisioned SSD storage (GB, at least 10); billed whether used or not."""
 
 
 class ImagesConfig(_Section, frozen=True):
@@ -120,6 +122,93 @@ class GitHubConfig(_Section, frozen=True):
     empty: any."""
 
 
+NonNegative = Annotated[float, msgspec.Meta(ge=0)]
+
+
+class ServiceUsage(_Section, frozen=True):
+    """Traffic of one Cloud Run service."""
+
+    requests_per_month: NonNegative = 0
+    mean_latency_ms: NonNegative = 100
+    """Mean time a request holds its instance (Cloud Run bills while one is in flight)."""
+
+
+class JobUsage(_Section, frozen=True):
+    """How often a Cloud Run job runs and how long its tasks take: runs (per month or per
+    week) and one of taskMinutes, trialsPerRun with trialMinutes (shared by the job's tasks),
+    or rowsPerMonth with rowsPerSecond (a batch job: no runs)."""
+
+    runs_per_month: NonNegative | None = None
+    runs_per_week: NonNegative | None = None
+    task_minutes: NonNegative | None = None
+    trials_per_run: NonNegative | None = None
+    trial_minutes: NonNegative | None = None
+    rows_per_month: NonNegative | None = None
+    rows_per_second: Annotated[float, msgspec.Meta(gt=0)] | None = None
+
+
+class DatabaseUsage(_Section, frozen=True):
+    backup_gb: NonNegative = 0
+    """Backup storage, billed when the plan turns backups on (production)."""
+
+
+class StorageUsage(_Section, frozen=True):
+    stored_gb: NonNegative = 0
+    """Average GB in the bucket, old object versions included."""
+    class_a_ops_per_month: NonNegative = 0
+    """Writes and listings."""
+    class_b_ops_per_month: NonNegative = 0
+    """Reads."""
+
+
+class RegistryUsage(_Section, frozen=True):
+    stored_gb: NonNegative = 0
+    """Image layers kept (the cleanup policy bounds them)."""
+
+
+class SecretsUsage(_Section, frozen=True):
+    accesses_per_month: NonNegative = 0
+    """Secret reads: each Cloud Run instance or job task start reads its secrets."""
+
+
+class LoggingUsage(_Section, frozen=True):
+    gib_per_month: NonNegative = 0
+    """Logs beyond the services' request lines (jobs, MLflow, audit)."""
+    bytes_per_request: NonNegative = 300
+    """One JSON line per request a service answers."""
+
+
+class LoadTarget(_Section, frozen=True):
+    """The load a service must carry; sized from ``nox -s bench``'s measured throughput."""
+
+    service: str = "housing-api"
+    peak_rps: NonNegative = 0
+    """Peak requests per second (0: no sizing)."""
+    p99_budget_ms: NonNegative = 0
+    """Only bench rows whose p99 is within this count (0: any)."""
+    target_cpu_utilization: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.6
+    """Cloud Run scales out near 60% CPU: the share of a core an instance really gets."""
+
+
+class CostConfig(_Section, frozen=True):
+    """Usage assumptions for ``nox -s cost`` (nothing here is deployed)."""
+
+    monthly_budget: NonNegative = 0
+    """USD a month; ``nox -s cost`` fails above it (0: no gate)."""
+    services: dict[str, ServiceUsage] = {}
+    """By Cloud Run service name (``housing-api``, ``housing-mlflow``, ``housing-ui``)."""
+    jobs: dict[str, JobUsage] = {}
+    """By Cloud Run job name (``housing-pipeline``, ``housing-tune``, …)."""
+    job_defaults: JobUsage = JobUsage(runs_per_month=4, task_minutes=10)
+    """For a job of the plan that ``jobs`` doesn't name."""
+    database: DatabaseUsage = DatabaseUsage()
+    storage: StorageUsage = StorageUsage()
+    registry: RegistryUsage = RegistryUsage()
+    secrets: SecretsUsage = SecretsUsage()
+    logging: LoggingUsage = LoggingUsage()
+    load: LoadTarget = LoadTarget()
+
+
 class Settings(_Section, frozen=True):
     """The ``housing-mlops:`` namespace, spelled as in the stack file."""
 
@@ -133,6 +222,7 @@ class Settings(_Section, frozen=True):
     ui: UIConfig = UIConfig()
     github: GitHubConfig = GitHubConfig()
     release: Release | None = None
+    cost: CostConfig = CostConfig()
 
 
 class StackConfig(Settings, frozen=True, kw_only=True):
@@ -145,9 +235,23 @@ class StackConfig(Settings, frozen=True, kw_only=True):
 SECTIONS = tuple(f.encode_name for f in msgspec.structs.fields(Settings))
 
 
-def _key(path: str) -> str:
-    """msgspec's ``$.release.canaryPercent`` → ``housing-mlops:release.canaryPercent``."""
-    return f"{NAMESPACE}:{path.removeprefix('$.')}" if path.startswith("$.") else NAMESPACE
+def _key(path: str, raw: Mapping[str, Any] | None = None) -> str:
+    """msgspec's ``$.release.canaryPercent`` → ``housing-mlops:release.canaryPercent``; an entry
+    of a named mapping (``$.cost.jobs[...]``) is named by the first entry that fails alone."""
+    if not path.startswith("$."):
+        return NAMESPACE
+    path = path.removeprefix("$.")
+    named = {"cost.services": ServiceUsage, "cost.jobs": JobUsage}
+    for prefix, typ in named.items():
+        if raw is not None and path.startswith(f"{prefix}[...]"):
+            entries = dict((raw.get("cost") or {}).get(prefix.split(".")[1]) or {})
+            for name, value in entries.items():
+                try:
+                    msgspec.convert(value, typ, strict=False)
+                except msgspec.ValidationError:
+                    path = path.replace("[...]", f".{name}", 1)
+                    break
+    return f"{NAMESPACE}:{path}"
 
 
 def parse(values: Mapping[str, Any], stack: str) -> StackConfig:
@@ -165,7 +269,7 @@ def parse(values: Mapping[str, Any], stack: str) -> StackConfig:
         decoded = msgspec.convert(raw, Settings, strict=False)
     except msgspec.ValidationError as exc:
         message, _, path = str(exc).rpartition(" - at `")
-        where = _key(path.rstrip("`")) if path else NAMESPACE
+        where = _key(path.rstrip("`"), raw) if path else NAMESPACE
         raise ConfigError(f"{where}: {message or exc}") from None
     fields = msgspec.structs.asdict(decoded)
     release = decoded.release
@@ -223,6 +327,7 @@ def check(config: StackConfig) -> None:
             validate(config.release)
         except ReleaseError as exc:
             raise ConfigError(f"{ns}:{exc}") from None
+    _check_cost(config.cost)
     problem = tier_problem(config.database.tier, config.database.edition)
     if problem:
         raise ConfigError(f"{ns}:database: {problem}")
@@ -243,6 +348,26 @@ def check(config: StackConfig) -> None:
                 f"{ns}:github.repositoryId and github.repositoryOwnerId must be set (numeric) on "
                 "a production stack: a repository name can be re-registered by someone else; "
                 "`gh api repos/OWNER/NAME --jq '.id, .owner.id'` prints both"
+            )
+
+
+def _check_cost(cost: CostConfig) -> None:
+    """Each job's usage said one way: runs and a duration, or, for a batch job, rows alone."""
+    for key, job in [*((f"jobs.{n}", j) for n, j in cost.jobs.items()), ("jobDefaults", None)]:
+        job = job or cost.job_defaults
+        durations = {
+            "taskMinutes": (job.task_minutes,),
+            "trialsPerRun": (job.trials_per_run, job.trial_minutes),
+            "rowsPerMonth": (job.rows_per_month, job.rows_per_second),
+        }
+        given = [name for name, values in durations.items() if values != (None,) * len(values)]
+        runs = [r for r in (job.runs_per_month, job.runs_per_week) if r is not None]
+        whole = len(given) == 1 and None not in durations[given[0]]
+        if not whole or len(runs) != (0 if given == ["rowsPerMonth"] else 1):
+            raise ConfigError(
+                f"{NAMESPACE}:cost.{key}: give runsPerMonth or runsPerWeek, and taskMinutes or "
+                "trialsPerRun with trialMinutes; or, for a batch job, rowsPerMonth with "
+                "rowsPerSecond alone"
             )
 
 

@@ -74,6 +74,7 @@ def build(config: StackConfig) -> dict[str, Any]:
             deletion_protection=config.database.deletion_protection,
             tier=config.database.tier,
             edition=config.database.edition,
+            disk_size_gb=config.database.disk_size_gb,
         ),
         opts=after_apis,
     )

@@ -28,6 +28,8 @@ class DatabaseArgs(msgspec.Struct, frozen=True, kw_only=True):
     edition: str = "ENTERPRISE"
     """Explicit: PostgreSQL 16+ defaults to ENTERPRISE_PLUS, which refuses db-f1-micro and
     db-custom-* tiers (see infra/sql_tiers.py)."""
+    disk_size_gb: int = 10
+    """Provisioned SSD storage, billed whether used or not (Cloud SQL's own default, 10 GB)."""
     user: str = "housing"
 
 
@@ -53,6 +55,9 @@ class Database(pulumi.ComponentResource):
                 # Read by the policy pack: production instances must keep backups and protection.
                 user_labels={"environment": "prod" if prod else "dev"},
                 availability_type="REGIONAL" if prod else "ZONAL",
+                # Declared, not left to the API's default, so the cost estimate reads it.
+                disk_type="PD_SSD",
+                disk_size=args.disk_size_gb,
                 deletion_protection_enabled=args.deletion_protection,
                 backup_configuration=gcp.sql.DatabaseInstanceSettingsBackupConfigurationArgs(
                     enabled=prod, point_in_time_recovery_enabled=prod

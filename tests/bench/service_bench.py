@@ -2,7 +2,9 @@
 
 Prints requests/s, p50 and p99 for 1-row and 100-row bodies at concurrency 1, 8 and 32, for the
 predict endpoint and for a bare endpoint of the same app returning constant JSON (the ceiling),
-the ratios between them, the in-process model cost and the time from start to ready.
+the ratios between them, the in-process model cost and the time from start to ready. The
+single-row figures are stored as JSON ($BENCH_RESULTS, default $HOUSING_MLOPS_HOME/bench/
+service.json) for `nox -s cost` to size the service from.
 Needs a champion: it uses $HOUSING_MLOPS_HOME (default ./.housing-mlops), so run
 `nox -s pipeline` first. The bodies are the pipeline's held-out test rows (new places, a
 missing bedroom count among them), not one house repeated: repeated rows walk the same tree
@@ -12,6 +14,7 @@ wrk comes from Debian's packages (the session installs it).
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import re
@@ -137,6 +140,29 @@ def start(env: dict[str, str], base: str) -> tuple[subprocess.Popen[bytes], floa
             time.sleep(0.05)
 
 
+def store(rows: list[tuple[int, int, dict[str, float], dict[str, float]]], path: Path) -> None:
+    """The single-row predict figures: what one server process (one core) carries, and its p99."""
+    single = [
+        {"concurrency": c, "rps": r["rps"], "p50_ms": r["p50"], "p99_ms": r["p99"]}
+        for n, c, r, _ in rows
+        if n == 1
+    ]
+    best = max(single, key=lambda row: row["rps"])
+    model = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
+    result = {
+        "date": datetime.date.today().isoformat(),
+        "cores": os.cpu_count(),
+        "cpu_model": model.group(1).strip() if model else "",
+        "workers": 1,
+        "single_row": single,
+        "throughput_per_core_rps": best["rps"],
+        "p99_ms": best["p99_ms"],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\nsingle-row results stored in {path}")
+
+
 def main() -> None:
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install wrk")
@@ -186,6 +212,7 @@ def main() -> None:
             f"{bare['rps']:>9.0f} {bare['p50']:>7.2f} {bare['p99']:>7.2f} | "
             f"{real['rps'] / bare['rps']:>9.2f} {real['p99'] / bare['p99']:>9.2f}"
         )
+    store(rows, Path(os.environ.get("BENCH_RESULTS") or Path(home) / "bench" / "service.json"))
     costs = in_process_cost(home, houses)
     print("\nin-process predict (medians):")
     for (runtime, n), ms in costs.items():

@@ -1,0 +1,3 @@
+from infra.cost.cli import main
+
+raise SystemExit(main())
