@@ -3,9 +3,7 @@ nothing here can reach Google's metadata server, telemetry endpoints or W&B's cl
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 
 os.environ.update(
     {
@@ -23,10 +21,7 @@ os.environ.pop("WANDB_API_KEY", None)
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 os.environ.pop("GOOGLE_APPLICATION_CREDENTIALS", None)
 
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,41 +31,25 @@ import pytest
 from local_platform import postgres as local_postgres
 from pipeline.settings import IngestConfig
 from pipeline.steps import ingest
-
-free_port = local_postgres.free_port
-
-
-def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode} before listening on {port}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+from tests.helpers import accepts_connections, free_port, running, wait_until
 
 
-def stop(proc: subprocess.Popen[bytes], group: bool = False) -> None:
-    """SIGTERM, then SIGKILL after 10 s; with ``group`` (a process started in its own session,
-    a server that forks workers) the whole group is killed after, so no child outlives it."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    if group:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
+def _forget_tracking_uri() -> None:
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    mlflow = sys.modules.get("mlflow")
+    if mlflow is not None:
+        mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
 
 
 @pytest.fixture(autouse=True)
-def _no_inherited_tracking_uri(monkeypatch: pytest.MonkeyPatch) -> None:
-    """mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI; no test may inherit another's."""
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+def _no_inherited_tracking_uri() -> Iterator[None]:
+    """mlflow.set_tracking_uri keeps the URI in a module global and exports it as
+    MLFLOW_TRACKING_URI: a test, or a fixture of a wider scope (the service loading its model
+    in-process), that points MLflow somewhere leaves it pointing there for no other test. Not
+    monkeypatch: it would restore the value a wider fixture had set."""
+    _forget_tracking_uri()
+    yield
+    _forget_tracking_uri()
 
 
 @pytest.fixture(scope="session")
@@ -94,27 +73,22 @@ def sample_csv(housing_sample: pd.DataFrame, tmp_path_factory: pytest.TempPathFa
 
 
 @pytest.fixture(scope="session")
-def gcs_client() -> Iterator[object]:
+def gcs_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     """A google-cloud-storage client talking to gcp-storage-emulator on loopback."""
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import storage
 
     port = free_port()
     exe = Path(sys.executable).parent / "gcp-storage-emulator"
-    proc = subprocess.Popen(
-        [str(exe), "start", "--host", "127.0.0.1", "--port", str(port), "--in-memory", "-q"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for_port(port, proc)
+    log = tmp_path_factory.mktemp("gcs") / "emulator.log"
+    argv = [str(exe), "start", "--host", "127.0.0.1", "--port", str(port), "--in-memory", "-q"]
+    with running(argv, log=log) as proc:
+        wait_until(lambda: accepts_connections(port), "the storage emulator", process=proc, log=log)
         yield storage.Client(
             project="test",
             credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
             client_options={"api_endpoint": f"http://127.0.0.1:{port}"},
         )
-    finally:
-        stop(proc)
 
 
 @pytest.fixture(scope="session")

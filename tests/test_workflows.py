@@ -12,7 +12,6 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
+from tests.helpers import serve_http
 from tests.test_project import IMAGES, ROOT, nox_sessions
 
 WORKFLOW_DIR = ROOT / ".github" / "workflows"
@@ -404,15 +404,9 @@ class ServiceHandler(BaseHTTPRequestHandler):
 @pytest.fixture
 def service() -> Iterator[tuple[Service, str]]:
     requires("curl", "jq")
-    server = Service(("127.0.0.1", 0), ServiceHandler)
-    server.broken, server.seen = set(), []
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server, f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_http(ServiceHandler, Service) as (server, url):
+        server.broken, server.seen = set(), []
+        yield server, url
 
 
 SMOKE_CALLS = [("GET", "/ready"), ("POST", "/api/v1/predict")]

@@ -14,23 +14,25 @@ wrk comes from Debian's packages (the session installs it).
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 
 from model_runtime.contract import FEATURES
 from pipeline import catalog
+from tests.helpers import free_port, http_status, running, wait_until
 
 HERE = Path(__file__).parent
 DURATION_S = int(os.environ.get("BENCH_SECONDS", "8"))
@@ -49,12 +51,6 @@ def held_out_houses(home: str, n: int) -> list[dict[str, object]]:
         {k: (None if isinstance(v, float) and v != v else v) for k, v in row.items()}
         for row in test.to_dict("records")
     ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wrk(url: str, body: bytes, connections: int, script_dir: Path) -> dict[str, float]:
@@ -117,27 +113,20 @@ def in_process_cost(home: str, houses: list[dict[str, object]]) -> dict[tuple[st
     return costs
 
 
-def start(env: dict[str, str], base: str) -> tuple[subprocess.Popen[bytes], float]:
-    """The service started, and the seconds until its /ready answered 200."""
+@contextlib.contextmanager
+def started(env: dict[str, str], base: str, log: Path) -> Iterator[float]:
+    """The service started; yields the seconds until its /ready answered 200. Stopped on exit."""
     began = time.perf_counter()
-    proc = subprocess.Popen(
-        [os.environ.get("SERVICE_PYTHON", sys.executable), str(HERE / "service_bench_app.py")],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    while True:
-        if proc.poll() is not None:
-            sys.exit(f"service exited: {proc.stderr.read().decode() if proc.stderr else ''}")
-        try:
-            status = httpx.get(base + "/ready", timeout=1).status_code
-            if status == 200:
-                return proc, time.perf_counter() - began
-            if status == 503:
-                proc.terminate()
-                sys.exit("the service has no model: run `nox -s pipeline` first")
-        except httpx.TransportError:
-            time.sleep(0.05)
+    argv = [os.environ.get("SERVICE_PYTHON", sys.executable), str(HERE / "service_bench_app.py")]
+
+    def answered() -> int | None:
+        status = http_status(base + "/ready", timeout=1)
+        return status if status in (200, 503) else None
+
+    with running(argv, log=log, env=env) as proc:
+        if wait_until(answered, "the service answering /ready", process=proc, log=log) == 503:
+            sys.exit("the service has no model: run `nox -s pipeline` first")
+        yield time.perf_counter() - began
 
 
 def store(rows: list[tuple[int, int, dict[str, float], dict[str, float]]], path: Path) -> None:
@@ -172,36 +161,35 @@ def main() -> None:
     env = {**os.environ, "HOUSING_MLOPS_HOME": home, "PORT": str(port), "HOST": "127.0.0.1"}
     base = f"http://127.0.0.1:{port}"
     starts: list[tuple[float, float]] = []
-    for attempt in range(STARTS):
-        proc, ready_s = start(env, base)
-        starts.append((ready_s, httpx.get(base + "/api/v1/model").json()["load_seconds"]))
-        if attempt < STARTS - 1:
-            proc.terminate()
-            proc.wait(timeout=30)
-    try:
-        info = httpx.get(base + "/api/v1/model").json()
-        model = f"{info['name']} v{info['version']} ({info['runtime']})"
-        ready = ", ".join(f"{r:.2f}" for r, _ in starts)
-        print(
-            f"model {model}; start to ready {statistics.median(r for r, _ in starts):.2f} s "
-            f"(median of {ready} s), of which model load "
-            f"{statistics.median(m for _, m in starts):.2f} s"
-        )
-        for n in SIZES:  # warm-up: first calls pay for lazy imports and allocations
-            for _ in range(20):
-                httpx.post(base + "/api/v1/predict", json={"instances": houses[:n]})
-                httpx.post(base + "/bench/constant", json={"instances": houses[:n]})
-        rows = []
-        with tempfile.TemporaryDirectory() as tmp:
+
+    def load_seconds() -> float:
+        return float(httpx.get(base + "/api/v1/model").json()["load_seconds"])
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for attempt in range(STARTS - 1):
+            with started(env, base, Path(tmp) / f"start-{attempt}.log") as ready_s:
+                starts.append((ready_s, load_seconds()))
+        with started(env, base, Path(tmp) / "service.log") as ready_s:
+            starts.append((ready_s, load_seconds()))
+            info = httpx.get(base + "/api/v1/model").json()
+            model = f"{info['name']} v{info['version']} ({info['runtime']})"
+            ready = ", ".join(f"{r:.2f}" for r, _ in starts)
+            print(
+                f"model {model}; start to ready {statistics.median(r for r, _ in starts):.2f} s "
+                f"(median of {ready} s), of which model load "
+                f"{statistics.median(m for _, m in starts):.2f} s"
+            )
+            for n in SIZES:  # warm-up: first calls pay for lazy imports and allocations
+                for _ in range(20):
+                    httpx.post(base + "/api/v1/predict", json={"instances": houses[:n]})
+                    httpx.post(base + "/bench/constant", json={"instances": houses[:n]})
+            rows = []
             for n in SIZES:
                 body = json.dumps({"instances": houses[:n]}).encode()
                 for c in CONCURRENCY:
                     bare = wrk(base + "/bench/constant", body, c, Path(tmp))
                     real = wrk(base + "/api/v1/predict", body, c, Path(tmp))
                     rows.append((n, c, real, bare))
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
     print(
         f"\n{'rows':>4} {'conc':>4} | {'predict rps':>11} {'p50 ms':>7} {'p99 ms':>7} | "
         f"{'bare rps':>9} {'p50 ms':>7} {'p99 ms':>7} | {'rps ratio':>9} {'p99 ratio':>9}"

@@ -5,7 +5,6 @@ service-account key file and for workload identity federation as GitHub Actions 
 from __future__ import annotations
 
 import json
-import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -17,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from google.auth import crypt, exceptions, jwt
 
 from housing_platform.id_token import SERVICE_ACCOUNT_VAR, GoogleIdToken, IdTokenHeaderProvider
+from tests.helpers import serve_http
 
 
 class Recorder(ThreadingHTTPServer):
@@ -70,30 +70,23 @@ def throwaway_key() -> str:
 @pytest.fixture
 def token_server(tmp_path, monkeypatch):
     pem = throwaway_key()
-    server = Recorder(("127.0.0.1", 0), Handler)
-    server.signer = crypt.RSASigner.from_string(pem)
-    server.authorizations = []
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{server.server_address[1]}"
-    keyfile = tmp_path / "sa.json"
-    keyfile.write_text(
-        json.dumps(
-            {
-                "type": "service_account",
-                "client_email": "ci@p.iam.gserviceaccount.com",
-                "private_key": pem,
-                "private_key_id": "1",
-                "token_uri": f"{url}/token",
-            }
+    with serve_http(Handler, Recorder) as (server, url):
+        server.signer = crypt.RSASigner.from_string(pem)
+        server.authorizations = []
+        keyfile = tmp_path / "sa.json"
+        keyfile.write_text(
+            json.dumps(
+                {
+                    "type": "service_account",
+                    "client_email": "ci@p.iam.gserviceaccount.com",
+                    "private_key": pem,
+                    "private_key_id": "1",
+                    "token_uri": f"{url}/token",
+                }
+            )
         )
-    )
-    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(keyfile))
-    try:
+        monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(keyfile))
         yield server, url
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_tokens_are_reused_until_close_to_expiry(token_server):
@@ -235,41 +228,33 @@ def federation(tmp_path, monkeypatch):
     import google.auth.iam
     import google.auth.transport.requests
 
-    server = Federation(("127.0.0.1", 0), FederationHandler)
-    server.signer = crypt.RSASigner.from_string(throwaway_key())
-    server.calls, server.authorizations = [], []
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{server.server_address[1]}"
+    with serve_http(FederationHandler, Federation) as (server, url):
+        server.signer = crypt.RSASigner.from_string(throwaway_key())
+        server.calls, server.authorizations = [], []
+        monkeypatch.setattr(google.auth.iam, "_IAM_IDTOKEN_ENDPOINT", url + ID_TOKEN_PATH)
+        monkeypatch.setattr(
+            google.auth.external_account.Credentials,
+            "_is_regional_access_boundary_lookup_required",
+            lambda self: False,
+        )
+        off_loopback: list[str] = []
+        send = google.auth.transport.requests.Request.__call__
 
-    monkeypatch.setattr(google.auth.iam, "_IAM_IDTOKEN_ENDPOINT", url + ID_TOKEN_PATH)
-    monkeypatch.setattr(
-        google.auth.external_account.Credentials,
-        "_is_regional_access_boundary_lookup_required",
-        lambda self: False,
-    )
-    off_loopback: list[str] = []
-    send = google.auth.transport.requests.Request.__call__
+        def loopback_only(self: Any, url: str, *args: Any, **kwargs: Any) -> Any:
+            if urlsplit(url).hostname != "127.0.0.1":
+                off_loopback.append(url)
+                raise exceptions.TransportError(f"the test refuses {url}")
+            return send(self, url, *args, **kwargs)
 
-    def loopback_only(self: Any, url: str, *args: Any, **kwargs: Any) -> Any:
-        if urlsplit(url).hostname != "127.0.0.1":
-            off_loopback.append(url)
-            raise exceptions.TransportError(f"the test refuses {url}")
-        return send(self, url, *args, **kwargs)
+        monkeypatch.setattr(google.auth.transport.requests.Request, "__call__", loopback_only)
+        monkeypatch.delenv(SERVICE_ACCOUNT_VAR, raising=False)
 
-    monkeypatch.setattr(google.auth.transport.requests.Request, "__call__", loopback_only)
-    monkeypatch.delenv(SERVICE_ACCOUNT_VAR, raising=False)
+        def write(impersonate: str | None = CI_ACCOUNT) -> None:
+            path = tmp_path / "gha-creds.json"
+            path.write_text(json.dumps(external_account(url, impersonate)))
+            monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(path))
 
-    def write(impersonate: str | None = CI_ACCOUNT) -> None:
-        path = tmp_path / "gha-creds.json"
-        path.write_text(json.dumps(external_account(url, impersonate)))
-        monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(path))
-
-    try:
         yield server, url, write
-    finally:
-        server.shutdown()
-        server.server_close()
     assert off_loopback == [], "google-auth tried to leave the machine"
 
 

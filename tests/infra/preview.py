@@ -29,6 +29,7 @@ from pulumi.runtime.rpc import UNKNOWN
 from infra.config import StackConfig
 from infra.plan import ROOT, SECRET_SIG, PlanMocks, set_mocks, settle
 from infra.policy import rules
+from tests.helpers import running
 
 PACK = ROOT / "infra" / "policy"
 #: A W&B secret for the tests: the stack files leave ``pipeline.wandbSecret`` empty.
@@ -174,21 +175,14 @@ def record(config: StackConfig, *, preview: bool) -> list[Registered]:
 def policy_pack() -> Iterator[analyzer_pb2_grpc.AnalyzerStub]:
     """The pack as Pulumi runs it: ``python infra/policy/__main__.py`` serves the analyzer on
     loopback and prints its port. Stopped on exit, whatever happened."""
-    pack = subprocess.Popen(
-        [sys.executable, str(PACK / "__main__.py")], stdout=subprocess.PIPE, text=True, cwd=PACK
-    )
-    try:
+    argv = [sys.executable, str(PACK / "__main__.py")]
+    with running(argv, stdout=subprocess.PIPE, text=True, cwd=PACK) as pack:
         assert pack.stdout is not None
-        line = pack.stdout.readline().strip()
+        line = pack.stdout.readline().strip()  # its port, once it listens
         if not line.isdigit():
             raise RuntimeError(f"the policy pack didn't start (printed {line!r})")
         with grpc.insecure_channel(f"127.0.0.1:{line}") as channel:
             yield analyzer_pb2_grpc.AnalyzerStub(channel)
-    finally:
-        pack.kill()
-        pack.wait()
-        if pack.stdout is not None:
-            pack.stdout.close()
 
 
 def analyze(

@@ -14,11 +14,10 @@ import math
 import os
 import shutil
 import subprocess
-import threading
 import time
 import urllib.parse
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ from infra.config import ConfigError, CostConfig, parse
 from infra.cost import billing_catalog, capacity, cli, estimate, free_tier, pricing
 from infra.cost.prices import PriceSnapshot, load, stale_warning
 from infra.cost.prices import parse as parse_prices
+from tests.helpers import serve_http
 from tests.infra.conftest import ROOT, STACKS
 
 HOURS = 730
@@ -557,14 +557,8 @@ def catalog() -> Iterator[tuple[str, list[str]]]:
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1", seen
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_http(Handler) as (_, url):
+        yield f"{url}/v1", seen
 
 
 def test_prices_refresh_from_the_billing_catalog_and_become_verified(tmp_path, catalog, capsys):

@@ -6,16 +6,14 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from model_runtime.contract import EXAMPLE_HOUSE
-from tests.conftest import free_port
+from tests.helpers import free_port, log_says, running, wait_until
 from tests.integration.conftest import TINY
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,53 +47,46 @@ def test_the_whole_platform_starts_serves_and_stops(registered, model_home, samp
     ports = {"mlflow": free_port(), "api": free_port(), "ui": free_port()}
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     env["HOUSING_MLOPS_HOME"] = str(home)
-    log = (tmp_path / "stack.log").open("w+")
+    log = tmp_path / "stack.log"
     args = [f"--{part}-port={port}" for part, port in ports.items()]
-    stack = subprocess.Popen(
-        [sys.executable, "-m", "local_platform.stack", *args, *pipeline_args],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    argv = [sys.executable, "-m", "local_platform.stack", *args, *pipeline_args]
     try:
-        deadline = time.monotonic() + 240
-        while "ready: Ctrl-C stops all three" not in Path(log.name).read_text():
-            assert stack.poll() is None, Path(log.name).read_text()
-            assert time.monotonic() < deadline, Path(log.name).read_text()
-            time.sleep(0.5)
-        output = Path(log.name).read_text()
-        for part, port in ports.items():
-            assert f"http://127.0.0.1:{port}" in output, part
-        if registered:
-            assert "champion found in the registry" in output
-        else:
-            assert "no champion registered: training one" in output
+        with running(argv, log=log, env=env, cwd=ROOT) as stack:
+            wait_until(
+                log_says(log, "ready: Ctrl-C stops all three"),
+                "the stack ready",
+                600,  # a fresh home trains first: minutes on a busy machine
+                process=stack,
+                log=log,
+            )
+            output = log.read_text()
+            for part, port in ports.items():
+                assert f"http://127.0.0.1:{port}" in output, part
+            if registered:
+                assert "champion found in the registry" in output
+            else:
+                assert "no champion registered: training one" in output
 
-        api = f"http://127.0.0.1:{ports['api']}"
-        answer = httpx.post(
-            api + "/api/v1/predict", json={"instances": [EXAMPLE_HOUSE]}, timeout=30
-        )
-        assert answer.status_code == 200
-        assert answer.json()["predictions"][0]["predicted_price"] > 0
-        assert (
-            httpx.get(api + "/api/v1/model", timeout=10)
-            .json()["source"]
-            .startswith("mlflow:models:/")
-        ), "served through the MLflow server"
-        assert httpx.get(f"http://127.0.0.1:{ports['ui']}/_stcore/health", timeout=10).text == "ok"
-        assert processes_with(home), "the stack's processes are found by their environment"
+            api = f"http://127.0.0.1:{ports['api']}"
+            answer = httpx.post(
+                api + "/api/v1/predict", json={"instances": [EXAMPLE_HOUSE]}, timeout=30
+            )
+            assert answer.status_code == 200
+            assert answer.json()["predictions"][0]["predicted_price"] > 0
+            assert (
+                httpx.get(api + "/api/v1/model", timeout=10)
+                .json()["source"]
+                .startswith("mlflow:models:/")
+            ), "served through the MLflow server"
+            ui = httpx.get(f"http://127.0.0.1:{ports['ui']}/_stcore/health", timeout=10)
+            assert ui.text == "ok"
+            assert processes_with(home), "the stack's processes are found by their environment"
 
-        stack.send_signal(signal.SIGINT)
-        assert stack.wait(timeout=60) == 0
-        assert "stopped" in Path(log.name).read_text()
-        deadline = time.monotonic() + 30  # exited processes may take a moment to be reaped
-        while processes_with(home) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert processes_with(home) == [], "no process left behind"
+            stack.send_signal(signal.SIGINT)
+            assert stack.wait(timeout=60) == 0
+            assert "stopped" in log.read_text()
+            # Exited processes may take a moment to be reaped.
+            wait_until(lambda: not processes_with(home), "no process left behind", 30, log=log)
     finally:
-        if stack.poll() is None:
-            os.killpg(stack.pid, signal.SIGKILL)
         for pid in processes_with(home):
             os.kill(pid, signal.SIGKILL)

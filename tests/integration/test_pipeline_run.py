@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import shutil
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -24,7 +26,8 @@ families = ["ridge", "hist_gradient_boosting"]
 cv_folds = 3
 [tune]
 n_trials = {n_trials}
-timeout_s = 60
+# Every trial runs, however busy the machine: the tests count them.
+timeout_s = 3600
 cv_folds = 2
 [evaluate]
 permutation_repeats = 1
@@ -81,24 +84,42 @@ def copy_home(source: Path, target: Path) -> Path:
     return target
 
 
+def snapshot(home: Path) -> dict[str, tuple[int, int]]:
+    """Every file of a home with its size and modification time, but W&B's own debug logs: its
+    service process outlives the run and logs every later run of this process there."""
+    return {
+        str(path.relative_to(home)): (path.stat().st_size, path.stat().st_mtime_ns)
+        for path in sorted(home.rglob("*"))
+        if path.is_file() and not path.match("wandb/*/logs/*")
+    }
+
+
 @pytest.fixture
-def home(first_run, tmp_path, monkeypatch) -> Path:
-    """This test's own copy of the first run's home, as HOUSING_MLOPS_HOME."""
-    copied = copy_home(first_run.home, tmp_path / "home")
+def unchanged(first_run) -> Iterator[FirstRun]:
+    """The first run, which the test must leave as it found it (checked after the test)."""
+    before = snapshot(first_run.home)
+    yield first_run
+    assert snapshot(first_run.home) == before, "a test changed the shared first run's home"
+
+
+@pytest.fixture
+def home(unchanged, tmp_path, monkeypatch) -> Path:
+    """This test's own copy of the first run's home, as HOUSING_MLOPS_HOME: whatever the test
+    changes, the first run's home (which other tests read) stays as it was."""
+    copied = copy_home(unchanged.home, tmp_path / "home")
     monkeypatch.setenv("HOUSING_MLOPS_HOME", str(copied))
     return copied
 
 
 @pytest.fixture
-def trained(first_run, monkeypatch) -> Path:
-    """The first run's home, to read."""
-    monkeypatch.setenv("HOUSING_MLOPS_HOME", str(first_run.home))
-    return first_run.home
+def trained(unchanged) -> Path:
+    """The first run's home, to read only."""
+    return unchanged.home
 
 
-def test_first_run_trains_registers_and_promotes(first_run):
-    home = first_run.home
-    assert set(_statuses(first_run.out).values()) == {"ran"}
+def test_first_run_trains_registers_and_promotes(unchanged):
+    home = unchanged.home
+    assert set(_statuses(unchanged.out).values()) == {"ran"}
     for key in (
         "data/raw.parquet",
         "reports/evaluate.json",
@@ -111,11 +132,11 @@ def test_first_run_trains_registers_and_promotes(first_run):
     assert list((home / "wandb").glob("offline-run-*")), "W&B offline run missing"
 
 
-def test_champion_loads_with_pyfunc_and_predicts_raw_rows(trained, housing_sample):
+def test_champion_loads_with_pyfunc_and_predicts_raw_rows(home, housing_sample):
+    """On a copy: loading a registered model writes into its artifacts (registered_model_meta)."""
     import mlflow
     import numpy as np
 
-    home = trained
     mlflow.set_tracking_uri(f"sqlite:///{home / 'mlflow.db'}")
     model = mlflow.pyfunc.load_model("models:/housing-price@champion")
     rows = housing_sample[list(contract.FEATURES)].head(20).copy()
@@ -154,7 +175,7 @@ def test_every_step_and_trial_is_a_nested_mlflow_run(trained):
 
 
 def test_second_run_skips_everything(home, first_run, sample_csv, capsys):
-    config = home / first_run.config.name
+    config = home / first_run.config.name  # the copy's
     assert main(["run", "--config", str(config), "--source", str(sample_csv)]) == 0
     assert set(_statuses(capsys.readouterr().out).values()) == {"cached"}
 
@@ -168,8 +189,7 @@ def test_changing_tune_settings_reruns_tune_onward(home, sample_csv, capsys):
 
 
 def _cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(__import__("os").environ.items())
-    env["HOUSING_MLOPS_HOME"] = str(home)
+    env = {**os.environ, "HOUSING_MLOPS_HOME": str(home)}
     return subprocess.run(
         [sys.executable, "-m", "pipeline", "run", "--steps", "ingest,validate", *args],
         capture_output=True,

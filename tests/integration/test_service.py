@@ -1,28 +1,37 @@
-"""The inference service as a real uvicorn process on loopback, driven over HTTP."""
+"""The inference service with a trained champion. In process (Litestar's TestClient, entering
+it runs the lifespan, which loads the model as start-up does) for what the model and its loader
+decide; as a real uvicorn process on loopback only for what needs one: concurrent connections
+priced in shared model calls, a SIGTERM drain, start-up from the service group's own venv and
+the process's JSON log. What the HTTP layer decides alone is in tests/service/test_app.py."""
 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import gc
 import json
+import logging
 import os
 import shutil
 import signal
 import subprocess
 import threading
-import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from litestar import Litestar
+from litestar.testing import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from model_runtime import contract
-from tests.conftest import free_port
-from tests.integration.conftest import run_server
+from service.app import create_app
+from service.settings import from_env
+from tests.helpers import free_port, serve_module, wait_until
 from tests.service.test_schemas import HOUSE
 
 ROOT = Path(__file__).parents[2]
@@ -46,12 +55,37 @@ def champion(model_home):
     return version, mlflow.sklearn.load_model(f"models:/housing-price/{version.version}")
 
 
-def test_predictions_equal_the_models_own(service, model_home, housing_sample):
+#: What ``python -m service`` sets before it loads anything: MLflow fails fast instead of
+#: retrying for minutes, so the loader can fall back to the export.
+FAIL_FAST = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+
+
+@contextlib.contextmanager
+def in_process(env: dict[str, str]) -> Iterator[TestClient[Litestar]]:
+    """The app ``python -m service`` would build from ``env``, in this process; the model is
+    loaded (or not) by the lifespan when the client is entered."""
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            for name, value in FAIL_FAST.items():
+                mp.setenv(name, value)
+            with TestClient(create_app(from_env(env))) as client:
+                yield client
+    finally:
+        gc.unfreeze()  # the lifespan freezes what start-up made, for a server process's life
+
+
+@pytest.fixture(scope="module")
+def served(model_home) -> Iterator[TestClient[Litestar]]:
+    """The champion from the local registry, served in process."""
+    with in_process({"HOUSING_MLOPS_HOME": str(model_home)}) as client:
+        yield client
+
+
+def test_predictions_equal_the_models_own(served, model_home, housing_sample):
     houses = rows(housing_sample, 100)
     houses[0]["ocean_proximity"] = houses[0]["ocean_proximity"].lower()
     houses[1]["total_bedrooms"] = None
-    with service.client() as client:
-        response = client.post("/api/v1/predict", json={"instances": houses})
+    response = served.post("/api/v1/predict", json={"instances": houses})
     assert response.status_code == 200
     body = response.json()
     version, model = champion(model_home)
@@ -70,9 +104,35 @@ def test_predictions_equal_the_models_own(service, model_home, housing_sample):
     assert response.headers["x-model-version"] == str(version.version)
 
 
+def predictions_counted(client: TestClient[Litestar], version: str) -> float:
+    """``housing_predictions_total`` of ``version`` (a counter of the whole process)."""
+    samples = [
+        sample
+        for family in text_string_to_metric_families(client.get("/metrics").text)
+        for sample in family.samples
+        if sample.name == "housing_predictions_total"
+        and sample.labels == {"model_version": version}
+    ]
+    return samples[0].value if samples else 0.0
+
+
+def test_the_model_page_describes_the_champion_and_its_prices_are_counted(served, model_home):
+    version, _ = champion(model_home)
+    info = served.get("/api/v1/model").json()
+    assert (info["version"], info["alias"]) == (str(version.version), "champion")
+    assert info["source"] == "mlflow:models:/housing-price@champion"
+    assert (info["runtime"], info["warnings"]) == ("onnxruntime", [])
+    assert {"rmse", "r2", "mape"} <= set(info["test_metrics"])
+    assert info["test_metrics"]["rmse"] == pytest.approx(float(version.tags["test_rmse"]))
+    assert served.get("/ready").json()["detail"] == f"housing-price v{version.version}"
+    before = predictions_counted(served, info["version"])
+    assert served.post("/api/v1/predict", json={"instances": [HOUSE, HOUSE]}).status_code == 200
+    assert predictions_counted(served, info["version"]) == before + 2
+
+
 def test_concurrent_small_requests_each_get_their_own_prices(service, model_home, housing_sample):
-    """Small requests in flight together are priced in shared model calls; each answer must
-    still be its own houses' prices, in order."""
+    """Small requests in flight together on real connections are priced in shared model calls;
+    each answer must still be its own houses' prices, in order."""
     houses = rows(housing_sample, 60)
     requests = [houses[i : i + n] for i, n in zip(range(0, 60, 3), [1, 2, 3] * 20, strict=False)]
 
@@ -91,101 +151,43 @@ def test_concurrent_small_requests_each_get_their_own_prices(service, model_home
         np.testing.assert_allclose(got, model.predict(frame), rtol=1e-5)
 
 
-def test_client_mistakes_are_4xx_with_the_field_named(service):
-    with service.client() as client:
-        bad = client.post(
-            "/api/v1/predict",
-            json={"instances": [HOUSE, {**HOUSE, "latitude": "x"}, {**HOUSE, "median_income": 99}]},
-        )
-        assert bad.status_code == 400
-        assert [e["loc"] for e in bad.json()["errors"]] == [
-            "instances[1].latitude",
-            "instances[2].median_income",
-        ]
-        assert client.post("/api/v1/predict", json={"instances": []}).status_code == 400
-        assert client.post("/api/v1/predict", json={"instances": [HOUSE] * 1001}).status_code == 400
-        malformed = client.post(
-            "/api/v1/predict",
-            content=b'{"instances": [',
-            headers={"content-type": "application/json"},
-        )
-        assert malformed.status_code == 400
-        assert "malformed JSON" in malformed.json()["detail"]
-        nan = client.post(
-            "/api/v1/predict",
-            content=json.dumps({"instances": [{**HOUSE, "population": float("nan")}]}),
-            headers={"content-type": "application/json"},
-        )
-        assert nan.status_code == 400
-        assert (
-            client.post(
-                "/api/v1/predict", content=b"x", headers={"content-type": "text/csv"}
-            ).status_code
-            == 415
-        )
-        huge = client.post(
-            "/api/v1/predict",
-            content=b" " * 2_000_000,
-            headers={"content-type": "application/json"},
-        )
-        assert huge.status_code == 413
-        assert client.get("/api/v1/nothing").status_code == 404
+def test_the_process_logs_json_lines_and_gauges_its_model(service):
+    """What start-up sets (service/__main__.py) and a process holds once: JSON lines Cloud
+    Logging reads, on stdout, one per request; the version it loaded, as a gauge."""
+    request_id = uuid.uuid4().hex
+    answer = httpx.post(
+        service.url + "/api/v1/predict",
+        json={"instances": [HOUSE, HOUSE]},
+        headers={"x-request-id": request_id},
+    )
+    assert answer.headers["x-request-id"] == request_id
+
+    def logged() -> list[dict]:
+        lines = [json.loads(line) for line in service.logs().splitlines() if line[:1] == "{"]
+        return [entry for entry in lines if entry.get("request_id") == request_id]
+
+    (entry,) = wait_until(logged, "the request's access log line", log=service.log)
+    assert (entry["logger"], entry["severity"]) == ("service.access", "INFO")
+    assert entry["httpRequest"]["requestUrl"] == "/api/v1/predict"
+    assert entry["httpRequest"]["status"] == 200
+    assert entry["batch_size"] == 2
+    assert entry["latency_ms"] > 0
+    version = answer.headers["x-model-version"]
+    metrics = httpx.get(service.url + "/metrics").text
+    assert f"housing_model_version {float(version)}" in metrics.splitlines()
 
 
-def test_model_metadata_health_metrics_and_offline_docs(service):
-    with service.client() as client:
-        info = client.get("/api/v1/model").json()
-        assert info["alias"] == "champion"
-        assert info["source"].startswith("mlflow:")
-        assert (info["runtime"], info["warnings"]) == ("onnxruntime", [])
-        assert {"rmse", "r2", "mape"} <= set(info["test_metrics"])
-        assert info["input_ranges"]["latitude"] == {
-            "min": 32.4,
-            "max": 42.1,
-            "description": info["input_ranges"]["latitude"]["description"],
-            "nullable": False,
-        }
-        assert client.get("/health").json() == {"status": "ok", "detail": ""}
-        assert client.get("/ready").status_code == 200
-        client.post("/api/v1/predict", json={"instances": [HOUSE, HOUSE]})
-        metrics = client.get("/metrics").text
-        assert "housing_predictions_total" in metrics
-        assert f"housing_model_version {float(info['version'])}" in metrics
-        assert 'path="/api/v1/predict"' in metrics
-        page = client.get("/docs").text
-        assert "cdn" not in page
-        assert "unpkg" not in page
-        for asset in ("swagger-ui-bundle.js", "swagger-ui.css", "swagger-ui-standalone-preset.js"):
-            assert f"/static/swagger/{asset}" in page
-            assert client.get(f"/static/swagger/{asset}").status_code == 200
-        spec = client.get("/docs/openapi.json").json()
-        assert spec["paths"]["/api/v1/predict"]["post"]["operationId"] == "predict"
-        assert "House" in spec["components"]["schemas"]
-    lines = [json.loads(line) for line in service.logs().splitlines() if line.startswith("{")]
-    access = [
-        entry
-        for entry in lines
-        if entry.get("logger") == "service.access"
-        and entry["httpRequest"]["requestUrl"] == "/api/v1/predict"
-    ]
-    assert access
-    assert {"severity", "message", "request_id", "latency_ms"} <= set(access[-1])
-    assert any(entry.get("batch_size") == 2 for entry in access)
-
-
-def test_falls_back_to_the_export_when_mlflow_is_unreachable(model_home, start_service):
-    from tests.conftest import free_port
-
+def test_falls_back_to_the_export_when_mlflow_is_unreachable(model_home, caplog):
     env = {
         "HOUSING_MLOPS_HOME": str(model_home),
         "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}",
     }
-    with start_service(env) as svc, svc.client() as client:
+    with caplog.at_level(logging.WARNING), in_process(env) as client:
         info = client.get("/api/v1/model").json()
         assert info["source"].startswith("export:")
         assert info["version"] == "1"
         assert client.post("/api/v1/predict", json={"instances": [HOUSE]}).status_code == 200
-    assert "model source failed" in svc.logs()
+    assert "model source failed" in caplog.messages
 
 
 def republish(export: Path) -> None:
@@ -202,9 +204,7 @@ def republish(export: Path) -> None:
     publish(LocalStore(export), "", files)
 
 
-def test_a_broken_fast_form_falls_back_to_scikit_learn_and_says_so(
-    model_home, tmp_path, start_service
-):
+def test_a_broken_fast_form_falls_back_to_scikit_learn_and_says_so(model_home, tmp_path, caplog):
     export = tmp_path / "export"
     shutil.copytree(model_home / "artifacts" / "models" / "housing-price" / "champion", export)
     assert (export / "model.onnx").is_file(), "the register step exported the fast form"
@@ -215,13 +215,13 @@ def test_a_broken_fast_form_falls_back_to_scikit_learn_and_says_so(
         "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}",
         "MODEL_FALLBACK_URI": str(export),
     }
-    with start_service(env) as svc, svc.client() as client:
+    with caplog.at_level(logging.WARNING), in_process(env) as client:
         info = client.get("/api/v1/model").json()
         assert info["runtime"] == "scikit-learn"
         (warning,) = info["warnings"]
         assert warning.startswith("fast form not used, serving scikit-learn:")
         assert client.post("/api/v1/predict", json={"instances": [HOUSE]}).status_code == 200
-    assert "fast form not used" in svc.logs()
+    assert any(m.startswith("fast form not used") for m in caplog.messages)
 
 
 def _edit_reference(graph_file, edit) -> None:
@@ -309,7 +309,7 @@ def test_the_service_group_alone_serves_the_champion_from_the_local_registry(mod
     ).stdout.strip()
     assert found == "[]"
     env = {"HOUSING_MLOPS_HOME": str(model_home)}
-    with run_server("service", env, tmp_path / "service.log", "/ready", python=python) as svc:
+    with serve_module("service", env, tmp_path / "service.log", "/ready", python=python) as svc:
         info = httpx.get(svc.url + "/api/v1/model").json()
         assert info["source"] == "mlflow:models:/housing-price@champion"
         assert (info["runtime"], info["warnings"]) == ("onnxruntime", [])
@@ -318,18 +318,18 @@ def test_the_service_group_alone_serves_the_champion_from_the_local_registry(mod
     assert "model source failed" not in svc.logs()
 
 
-def test_without_a_model_it_lives_but_is_not_ready(tmp_path, start_service):
-    with (
-        start_service({"HOUSING_MLOPS_HOME": str(tmp_path / "empty")}, ready=False) as svc,
-        svc.client() as client,
-    ):
+def test_without_a_model_it_lives_but_is_not_ready(tmp_path):
+    with in_process({"HOUSING_MLOPS_HOME": str(tmp_path / "empty")}) as client:
         assert client.get("/health").status_code == 200
         not_ready = client.get("/ready")
         assert not_ready.status_code == 503
         assert "mlflow:" in not_ready.json()["detail"]
-        response = client.post("/api/v1/predict", json={"instances": [HOUSE]})
-        assert response.status_code == 503
-        assert response.json()["detail"].startswith("no model loaded")
+        for answer in (
+            client.post("/api/v1/predict", json={"instances": [HOUSE]}),
+            client.get("/api/v1/model"),
+        ):
+            assert answer.status_code == 503
+            assert answer.json()["detail"].startswith("no model loaded: mlflow:")
 
 
 def in_flight(url: str) -> float:
@@ -339,15 +339,6 @@ def in_flight(url: str) -> float:
         f for f in text_string_to_metric_families(text) if f.name == "http_requests_in_flight"
     ]
     return family.samples[0].value
-
-
-def wait_until(condition, what: str, timeout: float = 90) -> None:
-    """Polls ``condition`` until it holds; a generous deadline, for slow machines."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what}: not after {timeout} s")
-        time.sleep(0.05)
 
 
 def test_sigterm_drains_requests_in_flight(model_home, start_service, housing_sample):
@@ -376,11 +367,12 @@ def test_sigterm_drains_requests_in_flight(model_home, start_service, housing_sa
         with concurrent.futures.ThreadPoolExecutor(12) as pool:
             try:
                 futures = [pool.submit(call) for _ in range(12)]
-                wait_until(lambda: in_flight(svc.url) == 12, "12 requests in flight")
+                wait_until(lambda: in_flight(svc.url) == 12, "12 requests in flight", log=svc.log)
                 svc.proc.send_signal(signal.SIGTERM)
                 wait_until(
                     lambda: "Waiting for connections to close" in svc.logs(),
                     "the server draining after SIGTERM",
+                    log=svc.log,
                 )
                 with pytest.raises(httpx.ConnectError):
                     httpx.get(svc.url + "/health", timeout=10)
@@ -391,50 +383,6 @@ def test_sigterm_drains_requests_in_flight(model_home, start_service, housing_sa
         assert svc.proc.wait(timeout=120) in (0, -signal.SIGTERM)
     assert statuses == [200] * 12
     assert "Finished server process" in svc.logs()
-
-
-HOUSE_FIELDS = list(HOUSE)
-json_scalars = (
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8)
-)
-json_values = st.recursive(
-    json_scalars,
-    lambda kids: (
-        st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=6), kids, max_size=3)
-    ),
-    max_leaves=8,
-)
-mutated_house = st.fixed_dictionaries({}).flatmap(
-    lambda _: st.dictionaries(
-        st.sampled_from([*HOUSE_FIELDS, "extra"]), json_values, max_size=4
-    ).map(lambda d: {**HOUSE, **d})
-)
-bodies = st.one_of(
-    json_values.map(lambda v: {"instances": v}),
-    st.lists(mutated_house, max_size=4).map(lambda v: {"instances": v}),
-    json_values,
-)
-
-
-@settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
-@given(body=bodies)
-def test_no_body_makes_a_5xx_and_every_answer_keeps_its_schema(service, body):
-    response = httpx.post(
-        service.url + "/api/v1/predict",
-        content=json.dumps(body),
-        headers={"content-type": "application/json"},
-        timeout=30,
-    )
-    assert response.status_code in (200, 400), response.text
-    payload = response.json()
-    if response.status_code == 200:
-        assert len(payload["predictions"]) == len(body["instances"])
-        assert all(np.isfinite(p["predicted_price"]) for p in payload["predictions"])
-    else:
-        assert set(payload) == {"status_code", "detail", "errors"}
-        assert all(set(e) == {"loc", "msg"} for e in payload["errors"])
 
 
 @pytest.fixture(scope="module")

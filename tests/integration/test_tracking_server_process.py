@@ -14,23 +14,23 @@ import pytest
 
 from model_runtime.contract import EXAMPLE_HOUSE
 from pipeline.cli import main as pipeline_main
-from tests.integration.conftest import Service, run_server
+from tests.helpers import Server, serve_module
 
 
 def start_tracking(
     base: str, artifacts: Path, log: Path
-) -> contextlib.AbstractContextManager[Service]:
+) -> contextlib.AbstractContextManager[Server]:
     env = {
         "BACKEND_STORE_URI": f"{base}/mlflow",
         "DB_PASSWORD": "not-in-any-url",  # trust auth accepts it; the URL built must be valid
         "ARTIFACTS_DESTINATION": str(artifacts),
         "ALLOWED_HOSTS": "127.0.0.1:*,localhost:*",
     }
-    return run_server("tracking_server.server", env, log, "/health", timeout=150)
+    return serve_module("tracking_server.server", env, log, "/health", timeout=150)
 
 
 @pytest.fixture(scope="module")
-def tracking(postgres_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+def tracking(postgres_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("tracking")
     with start_tracking(postgres_server, root / "artifacts", root / "mlflow.log") as server:
         yield server
@@ -76,9 +76,18 @@ def test_register_then_serve_the_champion_through_the_server(
 
 
 def test_a_restart_on_an_existing_schema_starts_cleanly(tracking, postgres_server, tmp_path):
-    """The second container on the same database: migrations are a no-op, not a failure."""
+    """The second container on the same database: migrations are a no-op, not a failure, and
+    it sees what the first stored."""
+    name = f"restart-{tmp_path.name}"
+    created = httpx.post(
+        tracking.url + "/api/2.0/mlflow/experiments/create", json={"name": name}, timeout=10
+    )
+    assert created.status_code == 200, created.text
     with start_tracking(postgres_server, tmp_path / "a", tmp_path / "again.log") as again:
-        experiments = httpx.get(
-            again.url + "/api/2.0/mlflow/experiments/search?max_results=5", timeout=10
-        ).json()
-        assert experiments["experiments"], "sees what the first server stored"
+        found = httpx.get(
+            again.url + "/api/2.0/mlflow/experiments/get-by-name",
+            params={"experiment_name": name},
+            timeout=10,
+        )
+        assert found.status_code == 200, found.text
+        assert found.json()["experiment"]["experiment_id"] == created.json()["experiment_id"]

@@ -9,7 +9,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from model_runtime import contract
-from tests.conftest import free_port
+from tests.helpers import free_port
 from tests.integration.test_ui_client import answering_html
 
 APP = str(Path(__file__).resolve().parents[2] / "ui" / "app.py")

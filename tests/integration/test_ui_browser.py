@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from model_runtime.contract import EXAMPLE_HOUSE
-from tests.conftest import free_port, stop
+from tests.helpers import free_port, serving
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -33,40 +31,14 @@ CHROMIUM_FLAGS = (
 @pytest.fixture
 def streamlit_url(service, tmp_path):
     port = free_port()
+    argv = [
+        sys.executable, "-m", "streamlit", "run", str(ROOT / "ui" / "app.py"),
+        "--server.port", str(port), "--server.address", "127.0.0.1", "--server.headless", "true",
+    ]  # fmt: skip
     env = {**os.environ, "API_URL": service.url}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            str(ROOT / "ui" / "app.py"),
-            "--server.port",
-            str(port),
-            "--server.address",
-            "127.0.0.1",
-            "--server.headless",
-            "true",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=(tmp_path / "streamlit.log").open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(url + "/_stcore/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
-        else:
-            raise TimeoutError((tmp_path / "streamlit.log").read_text())
-        yield url
-    finally:
-        stop(proc)
+    log = tmp_path / "streamlit.log"
+    with serving(argv, port, log=log, ready_path="/_stcore/health", env=env, cwd=ROOT) as ui:
+        yield ui.url
 
 
 def test_form_to_price_in_a_browser(streamlit_url, service, tmp_path):

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import http.server
-import threading
 from collections.abc import Iterator
 
 import numpy as np
 import pytest
 
 from model_runtime import contract
-from tests.conftest import free_port
+from tests.helpers import free_port, serve_http
 from ui.batch import missing_columns, price_table
 from ui.client import ServiceClient, ServiceUnavailableError
 from ui.settings import UISettings, from_env
@@ -47,13 +46,8 @@ def answering_html(
         def log_message(self, *args: object) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", asked
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_http(Handler) as (_, url):
+        yield url, asked
 
 
 def test_an_answer_that_is_not_json_is_one_line_naming_api_url():
@@ -141,21 +135,13 @@ def test_every_request_carries_a_fresh_token_when_an_audience_is_set():
         def log_message(self, *args: object) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     tokens = iter(["t1", "t2", "t3", "t4"])
-    try:
+    with serve_http(Handler) as (_, url):
         client = ServiceClient(
-            UISettings(
-                api_url=f"http://127.0.0.1:{server.server_address[1]}", api_audience="https://api"
-            ),
-            token=lambda: next(tokens),
+            UISettings(api_url=url, api_audience="https://api"), token=lambda: next(tokens)
         )
         assert client.health()[:2] == (True, True)
         client.close()
-    finally:
-        server.shutdown()
-        server.server_close()
     assert seen == ["Bearer t1", "Bearer t2"]
 
 

@@ -7,6 +7,7 @@ d222b9b (``fixtures/make_saved_before_the_move.py``): its skops file and MLmodel
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -24,13 +25,10 @@ def expected() -> tuple[pd.DataFrame, list[float]]:
     return pd.DataFrame(kept["rows"]), kept["prices"]
 
 
-def test_the_fixture_names_the_old_module_paths():
-    mlmodel = (SAVED / "MLmodel").read_text()
-    assert "pipeline.transformers.ClusterSimilarity" in mlmodel
-    assert "model_runtime" not in mlmodel
-
-
 def test_a_model_saved_before_the_move_loads_and_gives_the_same_prices():
+    mlmodel = (SAVED / "MLmodel").read_text()
+    assert "pipeline.transformers.ClusterSimilarity" in mlmodel, "the old paths, or this is moot"
+    assert "model_runtime" not in mlmodel
     model, example = read_model_folder(SAVED)
     rows, prices = expected()
     assert model.predict(rows).tolist() == pytest.approx(prices, rel=1e-12)
@@ -45,7 +43,10 @@ def test_the_service_loader_serves_it_from_a_legacy_export(tmp_path, caplog):
     source = ModelSource(
         model_uri="models:/housing-price@champion", tracking_uri="", fallback=str(folder)
     )
-    loaded = from_export(source)
+    with caplog.at_level(logging.WARNING, logger="model_runtime.exports"):
+        loaded = from_export(source)
+    (warning,) = [r for r in caplog.records if r.name == "model_runtime.exports"]
+    assert "no manifest.json" in warning.getMessage()
     assert loaded.fast is None
     model, _ = loaded.sklearn()
     rows, prices = expected()

@@ -3,15 +3,15 @@ import hashlib
 import http.server
 import io
 import tarfile
-import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from pipeline.errors import PipelineError
 from pipeline.settings import PACKAGED_SHA256, IngestConfig
 from pipeline.steps import ingest
-from tests.conftest import free_port
+from tests.helpers import free_port, serve_http
 
 SHARED_COPY = Path(__file__).resolve().parents[3] / "shared" / "data" / "housing.csv"
 
@@ -52,16 +52,16 @@ def http_root(tmp_path, csv_bytes):
         info.size = len(csv_bytes)
         tar.addfile(info, io.BytesIO(csv_bytes))
     (tmp_path / "housing.tgz").write_bytes(buf.getvalue())
-    handler = lambda *a, **k: http.server.SimpleHTTPRequestHandler(*a, directory=str(tmp_path), **k)  # noqa: E731
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
-    server.RequestHandlerClass.log_message = lambda *a: None  # type: ignore[method-assign]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+
+    class Files(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, directory=str(tmp_path), **kwargs)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    with serve_http(Files) as (_, url):
+        yield url
 
 
 @pytest.mark.parametrize("name", ["housing.csv", "housing.tgz"])

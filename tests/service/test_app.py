@@ -129,3 +129,100 @@ def test_a_method_not_allowed_names_the_allowed_ones(client, spec, method):
         allowed = {m.strip().lower() for m in answer.headers.get("allow", "").split(",")}
         assert allowed - {"options", "head"} == set(operations), path
         assert json.loads(answer.text)["status_code"] == 405
+
+
+# What the HTTP layer answers on its own (moved from the real-server tests: no model, no server).
+
+
+def test_client_mistakes_are_4xx_with_the_field_named(client):
+    def post(content: bytes, content_type: str = "application/json"):
+        return client.post(
+            "/api/v1/predict", content=content, headers={"content-type": content_type}
+        )
+
+    bad = client.post(
+        "/api/v1/predict",
+        json={
+            "instances": [
+                EXAMPLE_HOUSE,
+                {**EXAMPLE_HOUSE, "latitude": "x"},
+                {**EXAMPLE_HOUSE, "median_income": 99},
+            ]
+        },
+    )
+    assert bad.status_code == 400
+    assert [e["loc"] for e in bad.json()["errors"]] == [
+        "instances[1].latitude",
+        "instances[2].median_income",
+    ]
+    malformed = post(b'{"instances": [')
+    assert malformed.status_code == 400
+    assert "malformed JSON" in malformed.json()["detail"]
+    nan = post(json.dumps({"instances": [{**EXAMPLE_HOUSE, "population": float("nan")}]}).encode())
+    assert nan.status_code == 400
+    assert "malformed JSON" in nan.json()["detail"]
+    csv = post(b"x", "text/csv")
+    assert csv.status_code == 415
+    assert csv.json()["detail"] == "content type must be application/json, got text/csv"
+    huge = post(b" " * (ServiceSettings().max_body_bytes + 1))
+    assert huge.status_code == 413
+    assert huge.json()["status_code"] == 413
+    missing = client.get("/api/v1/nothing")
+    assert missing.status_code == 404
+    assert missing.json()["status_code"] == 404
+
+
+def test_an_answer_carries_the_callers_request_id_or_a_new_one(client):
+    assert client.get("/health", headers={"x-request-id": "req-1"}).headers["x-request-id"] == (
+        "req-1"
+    )
+    first, second = (client.get("/health").headers["x-request-id"] for _ in range(2))
+    assert first != second
+    priced = client.post("/api/v1/predict", json={"instances": [EXAMPLE_HOUSE]})
+    assert priced.headers["x-model-version"] == OneDollar.meta.version
+
+
+def test_the_docs_work_offline(client, spec):
+    page = client.get("/docs").text
+    assert "cdn" not in page
+    assert "unpkg" not in page
+    for asset in ("swagger-ui-bundle.js", "swagger-ui.css", "swagger-ui-standalone-preset.js"):
+        assert f"/static/swagger/{asset}" in page
+        assert client.get(f"/static/swagger/{asset}").status_code == 200
+    assert spec["paths"]["/api/v1/predict"]["post"]["operationId"] == "predict"
+
+
+HOUSE_FIELDS = list(EXAMPLE_HOUSE)
+json_scalars = (
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8)
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda kids: (
+        st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=6), kids, max_size=3)
+    ),
+    max_leaves=8,
+)
+mutated_house = st.dictionaries(
+    st.sampled_from([*HOUSE_FIELDS, "extra"]), json_values, max_size=4
+).map(lambda d: {**EXAMPLE_HOUSE, **d})
+bodies = st.one_of(
+    json_values.map(lambda v: {"instances": v}),
+    st.lists(mutated_house, max_size=4).map(lambda v: {"instances": v}),
+    json_values,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(body=bodies)
+def test_no_body_makes_a_5xx_and_every_answer_keeps_its_schema(client, body):
+    response = client.post(
+        "/api/v1/predict", content=json.dumps(body), headers={"content-type": "application/json"}
+    )
+    assert response.status_code in (200, 400), response.text
+    payload = response.json()
+    if response.status_code == 200:
+        assert len(payload["predictions"]) == len(body["instances"])
+    else:
+        assert set(payload) == {"status_code", "detail", "errors"}
+        assert all(set(e) == {"loc", "msg"} for e in payload["errors"])

@@ -9,7 +9,7 @@ import pytest
 
 from housing_platform.database_url import DatabaseUnavailableError, wait_for
 from housing_platform.settings_reader import SettingsError
-from tests.conftest import free_port
+from tests.helpers import free_port
 from tracking_server.server import command, from_env, server_env
 
 ENV = {

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import http.server
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from model_runtime.contract import FEATURES
+from tests.helpers import serve_http
 
 APP = str(Path(__file__).resolve().parents[2] / "ui" / "app.py")
 TABLE = ",".join(FEATURES) + "\n-122.23,37.88,41,880,129,322,126,8.3252,NEAR BAY\n"
@@ -52,13 +52,8 @@ def refusing_service() -> Iterator[str]:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_http(Handler) as (_, url):
+        yield url
 
 
 def test_a_413_is_one_line_on_the_page(monkeypatch: pytest.MonkeyPatch) -> None:
