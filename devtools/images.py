@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from devtools import system_tools
+from devtools.browser import chromium, price_for_the_form
 from model_runtime.contract import EXAMPLE_HOUSE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,17 +104,6 @@ permutation_repeats = 1
 """
 #: Rows of the packaged data set the check trains on, as the integration tests do.
 SAMPLE_ROWS = 3000
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--window-size=1400,1000",
-)
 
 
 class CheckError(RuntimeError):
@@ -1037,34 +1027,11 @@ def browser() -> tuple[str, str]:
 
 
 def browser_price(ui_url: str, profile: Path) -> str:
-    """The price the UI's page shows after pressing 'Predict price' in headless Chromium, driven
-    as tests/integration/test_ui_browser.py drives it."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service as DriverService
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import WebDriverWait
-
+    """The price the UI's page shows after pressing 'Predict price' in headless Chromium, read
+    as tests/integration/test_ui_browser.py reads it."""
     binary, driver_path = browser()
-    options = webdriver.ChromeOptions()
-    options.binary_location = binary
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={profile}")
-    driver = webdriver.Chrome(options=options, service=DriverService(driver_path))
-    try:
-        driver.get(ui_url)
-        wait = WebDriverWait(driver, 90)
-        button = wait.until(
-            ec.element_to_be_clickable((By.XPATH, "//button[.//p[text()='Predict price']]"))
-        )
-        button.click()
-        metric = wait.until(
-            ec.presence_of_element_located((By.CSS_SELECTOR, "[data-testid='stMetricValue']"))
-        )
-        return str(metric.text)
-    finally:
-        driver.quit()
+    with chromium(binary, driver_path, profile) as driver:
+        return price_for_the_form(driver, ui_url, timeout=90)
 
 
 def check_ui(engine: Engine, service_url: str, work: Path) -> None:

@@ -10,22 +10,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from devtools.browser import chromium, price_for_the_form
 from model_runtime.contract import EXAMPLE_HOUSE
 from tests.helpers import free_port, serving
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--window-size=1400,1000",
-)
 
 
 @pytest.fixture
@@ -47,33 +37,10 @@ def test_form_to_price_in_a_browser(streamlit_url, service, tmp_path):
     driver_path = shutil.which("chromedriver")
     if browser is None or driver_path is None:
         pytest.fail("chromium or chromedriver is missing: `nox -s tests` installs them with apt")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service as DriverService
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = browser
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
-    driver = webdriver.Chrome(options=options, service=DriverService(driver_path))
-    try:
-        driver.get(streamlit_url)
-        wait = WebDriverWait(driver, 60)
-        button = wait.until(
-            ec.element_to_be_clickable((By.XPATH, "//button[.//p[text()='Predict price']]"))
-        )
-        button.click()
-        metric = wait.until(
-            ec.presence_of_element_located((By.CSS_SELECTOR, "[data-testid='stMetricValue']"))
-        )
-        shown = metric.text
+    with chromium(browser, driver_path, tmp_path / "chromium-profile") as driver:
+        shown = price_for_the_form(driver, streamlit_url, timeout=60)
         ARTIFACTS.mkdir(exist_ok=True)
         driver.save_screenshot(str(ARTIFACTS / "ui-one-house.png"))
-    finally:
-        driver.quit()
     expected = httpx.post(
         service.url + "/api/v1/predict", json={"instances": [EXAMPLE_HOUSE]}
     ).json()
