@@ -9,13 +9,12 @@ first. A slow or failing store never slows or fails a prediction: the buffer hol
 next flush while they fit. Written, dropped and failed writes are counted on ``/metrics`` and
 logged once per interval, never silently.
 
-Objects are named so that writers never collide and readers can prune by date and version:
-``predictions/date=<YYYY-MM-DD>/model_version=<v>/<revision>/<instance>/<seq>.parquet``.
+The objects' format and names are ``housing_platform.prediction_records``'s, which the
+readers (monitor, feedback, replay) share.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import threading
 import time
@@ -26,24 +25,10 @@ from typing import Any
 
 from prometheus_client import Counter
 
+from housing_platform.prediction_records import COLUMNS, encode, object_key
 from model_runtime.contract import FEATURES
 
 log = logging.getLogger("service.prediction_log")
-
-PREFIX = "predictions/"
-#: One row per priced house, in this order.
-COLUMNS = (
-    "request_id",
-    "time",
-    "model_name",
-    "model_version",
-    "revision",
-    *FEATURES,
-    "price",
-    "form",
-    "status",
-    "latency_ms",
-)
 
 ROWS_WRITTEN = Counter(
     "housing_prediction_log_rows_written", "Priced houses written to the prediction log"
@@ -58,31 +43,6 @@ WRITE_FAILURES = Counter(
 
 Row = tuple[Any, ...]
 Write = Callable[[str, bytes], None]
-
-
-def object_key(day: str, model_version: str, revision: str, instance: str, seq: int) -> str:
-    """Where one flush of one (day, version) goes; ``revision``/``instance`` keep writers apart."""
-    version = model_version or "none"
-    return f"{PREFIX}date={day}/model_version={version}/{revision}/{instance}/{seq:08d}.parquet"
-
-
-def encode(rows: Sequence[Row]) -> bytes:
-    """Rows as one parquet file (the columns of :data:`COLUMNS`)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    columns = {name: [row[i] for row in rows] for i, name in enumerate(COLUMNS)}
-    table = pa.table(columns)
-    out = io.BytesIO()
-    pq.write_table(table, out, compression="zstd")
-    return out.getvalue()
-
-
-def decode(data: bytes) -> list[dict[str, Any]]:
-    """The rows of one prediction-log object, as dicts (for readers and tests)."""
-    import pyarrow.parquet as pq
-
-    return list(pq.read_table(io.BytesIO(data)).to_pylist())
 
 
 class PredictionLog:
