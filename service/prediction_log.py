@@ -9,7 +9,7 @@ first. A slow or failing store never slows or fails a prediction: the buffer hol
 next flush while they fit. Written, dropped and failed writes are counted on ``/metrics`` and
 logged once per interval, never silently.
 
-The objects' format and names are ``housing_platform.prediction_records``'s, which the
+The objects' format and names are ``model_runtime.prediction_records``'s, which the
 readers (monitor, feedback, replay) share.
 """
 
@@ -25,8 +25,8 @@ from typing import Any
 
 from prometheus_client import Counter
 
-from housing_platform.prediction_records import COLUMNS, encode, object_key
 from model_runtime.contract import FEATURES
+from model_runtime.prediction_records import COLUMNS, encode, object_key
 
 log = logging.getLogger("service.prediction_log")
 

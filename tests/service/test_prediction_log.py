@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from housing_platform.prediction_records import COLUMNS, decode, object_key
 from model_runtime.contract import EXAMPLE_HOUSE, FEATURES
+from model_runtime.prediction_records import COLUMNS, decode, object_key
 from service.prediction_log import PredictionLog
 
 NOV_30 = datetime(2026, 11, 30, 12, tzinfo=UTC).timestamp()

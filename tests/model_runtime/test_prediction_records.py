@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from housing_platform.artifact_store import LocalStore
-from housing_platform.prediction_records import (
+from model_runtime.contract import EXAMPLE_HOUSE, FEATURES
+from model_runtime.prediction_records import (
     COLUMNS,
     PredictionLogError,
     encode,
@@ -17,7 +18,6 @@ from housing_platform.prediction_records import (
     partition,
     read_window,
 )
-from model_runtime.contract import EXAMPLE_HOUSE, FEATURES
 
 START = datetime(2026, 11, 29, 22, tzinfo=UTC)
 
