@@ -104,6 +104,37 @@ class TrackingConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, f
     wandb_mode: Literal["offline", "online", "disabled"] = "offline"
 
 
+class MonitorConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """The drift monitor and the retrain trigger (README: Monitoring)."""
+
+    window_hours: Annotated[float, Meta(gt=0)] = 24.0
+    """The window a run reads, ending now (``--window`` overrides it)."""
+    min_rows: AtLeastOne = 200
+    """A version with fewer logged houses in the window is "not enough data", never "no drift"."""
+    threshold: Annotated[float, Meta(gt=0)] = 0.1
+    """Drift threshold of the decision statistic (normalised Wasserstein distance for numbers,
+    Jensen-Shannon distance for categories), Evidently's default."""
+    psi_threshold: Annotated[float, Meta(gt=0)] = 0.1
+    """PSI threshold, reported for reading beside the decision statistic."""
+    top_features: AtLeastOne = 3
+    """The window drifts when the predictions or any of the model's most important inputs (this
+    many, by the evaluate step's importances) drift."""
+    consecutive: AtLeastOne = 2
+    """Drifted windows in a row that start a retrain (MONITOR_CONSECUTIVE)."""
+    max_mape: Annotated[float, Meta(gt=0)] | None = None
+    """Realised MAPE (a share: 0.25 = 25%) above which a retrain starts; None = not used
+    (MONITOR_MAX_MAPE)."""
+    retrain_source: str = ""
+    """The labelled data a retrain trains on (path, https:// or gs://), re-read even when the path
+    is unchanged; empty = no retrain is started, the report says so (MONITOR_RETRAIN_SOURCE)."""
+    cooldown_hours: Annotated[float, Meta(ge=0)] = 24.0
+    """After a retrain starts, no other starts for this long: one retrain per incident."""
+    pipeline_job: str = ""
+    """On GCP, the Cloud Run job a retrain runs with overrides
+    (projects/<p>/locations/<r>/jobs/housing-pipeline, MONITOR_PIPELINE_JOB); empty = run the
+    pipeline in this process's machine (locally)."""
+
+
 class RuntimeInfo(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     task_index: Annotated[int, Meta(ge=0)] = 0
     """CLOUD_RUN_TASK_INDEX: this worker's index among parallel tasks."""
@@ -129,6 +160,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=
     evaluate: EvaluateConfig = EvaluateConfig()
     register: RegisterConfig = RegisterConfig()
     tracking: TrackingConfig = TrackingConfig()
+    monitor: MonitorConfig = MonitorConfig()
     runtime: RuntimeInfo = RuntimeInfo()
 
     @property
@@ -162,6 +194,10 @@ VARIABLES: dict[str, str] = {
     "CLOUD_RUN_TASK_INDEX": "runtime.task_index",
     "CLOUD_RUN_TASK_COUNT": "runtime.task_count",
     "DB_PASSWORD": "runtime.db_password",
+    "MONITOR_CONSECUTIVE": "monitor.consecutive",
+    "MONITOR_MAX_MAPE": "monitor.max_mape",
+    "MONITOR_RETRAIN_SOURCE": "monitor.retrain_source",
+    "MONITOR_PIPELINE_JOB": "monitor.pipeline_job",
 }
 
 
