@@ -100,6 +100,48 @@ class ServiceConfig(_Section, frozen=True):
     """Requests one instance takes at once."""
 
 
+class PredictionLogConfig(_Section, frozen=True):
+    """The service's prediction log (README: Monitoring): every priced house, written as parquet
+    under ``artifacts/predictions/`` off the request path."""
+
+    enabled: bool = True
+    """PREDICTION_LOG: off stops the log (and so the drift monitor's input)."""
+    batch_rows: Annotated[int, msgspec.Meta(ge=1)] = 1000
+    """PREDICTION_LOG_BATCH_ROWS: rows that start a write."""
+    interval_seconds: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    """PREDICTION_LOG_INTERVAL_SECONDS: the longest a row waits to be written."""
+    capacity_rows: Annotated[int, msgspec.Meta(ge=1)] = 100_000
+    """PREDICTION_LOG_CAPACITY_ROWS: rows buffered at most while the store is slow; more are
+    dropped (and counted), never waited for."""
+
+
+class MonitoringConfig(_Section, frozen=True):
+    """The drift monitor on GCP: the ``housing-monitor`` job, its schedule, and how long the
+    prediction log is kept."""
+
+    enabled: bool = True
+    """Declare the ``housing-monitor`` job and its schedule (needs ``images.pipeline``)."""
+    schedule: str = "30 4 * * *"
+    """Cron of the monitor's runs (Cloud Scheduler); empty: the job exists, nothing starts it."""
+    time_zone: str = "Etc/UTC"
+    window_hours: Annotated[float, msgspec.Meta(gt=0)] = 24.0
+    """The window each run reads, ending now (``monitor --window``): the time between runs."""
+    consecutive: Annotated[int, msgspec.Meta(ge=1)] = 2
+    """Drifted windows in a row that start a retrain (MONITOR_CONSECUTIVE)."""
+    max_mape: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    """Realised MAPE (0.25 = 25%) above which a retrain starts (MONITOR_MAX_MAPE); unset: not
+    used."""
+    retrain_source: str = ""
+    """Labelled data a retrain trains on (gs://…, https://…) (MONITOR_RETRAIN_SOURCE); empty: the
+    monitor reports drift but starts no retrain."""
+    prediction_retention_days: Annotated[int, msgspec.Meta(ge=1)] = 90
+    """Days the prediction log is kept: a lifecycle rule deletes ``artifacts/predictions/``
+    objects older than this."""
+    cpu: str = "1"
+    memory: str = "2Gi"
+    timeout: str = "1800s"
+
+
 class UIConfig(_Section, frozen=True):
     enabled: bool = False
     public: bool = False
@@ -219,6 +261,8 @@ class Settings(_Section, frozen=True):
     tracking: TrackingConfig = TrackingConfig()
     pipeline: PipelineConfig = PipelineConfig()
     service: ServiceConfig = ServiceConfig()
+    prediction_log: PredictionLogConfig = PredictionLogConfig()
+    monitoring: MonitoringConfig = MonitoringConfig()
     ui: UIConfig = UIConfig()
     github: GitHubConfig = GitHubConfig()
     release: Release | None = None
@@ -303,6 +347,7 @@ def check(config: StackConfig) -> None:
         raise ConfigError(
             f"{ns}:pipeline.schedule {p.schedule!r} is not a 5-field cron (e.g. '0 3 * * 1')"
         )
+    _check_monitoring(config.monitoring)
     for section, scaling in (("service", config.service), ("ui", config.ui)):
         if scaling.max_instances < 1:
             raise ConfigError(f"{ns}:{section}.maxInstances must be at least 1")
@@ -349,6 +394,30 @@ def check(config: StackConfig) -> None:
                 "a production stack: a repository name can be re-registered by someone else; "
                 "`gh api repos/OWNER/NAME --jq '.id, .owner.id'` prints both"
             )
+
+
+def _check_monitoring(m: MonitoringConfig) -> None:
+    """The monitor must be able to read the windows it is asked to compare."""
+    ns = NAMESPACE
+    if m.schedule and len(m.schedule.split()) != 5:
+        raise ConfigError(
+            f"{ns}:monitoring.schedule {m.schedule!r} is not a 5-field cron (e.g. '30 4 * * *')"
+        )
+    # A retrain needs `consecutive` drifted windows in a row: the log must still hold them all.
+    needed_hours = m.window_hours * m.consecutive
+    if m.prediction_retention_days * 24 < needed_hours:
+        raise ConfigError(
+            f"{ns}:monitoring.predictionRetentionDays is {m.prediction_retention_days}: the "
+            f"monitor reads {m.consecutive} windows of {m.window_hours:g} h "
+            f"(monitoring.consecutive times monitoring.windowHours); keep at least "
+            f"{-(-needed_hours // 24):.0f} days"
+        )
+    source = m.retrain_source
+    if source and not source.startswith(("gs://", "https://")):
+        raise ConfigError(
+            f"{ns}:monitoring.retrainSource {source!r} must be a gs:// or https:// URI: the job "
+            "runs in the cloud, where a local path doesn't exist"
+        )
 
 
 def _check_cost(cost: CostConfig) -> None:

@@ -13,12 +13,13 @@ import pulumi
 
 from infra.components import apis
 from infra.components.artifact_registry import Registry, RegistryArgs, deployed_digests
-from infra.components.bucket import Storage, StorageArgs
+from infra.components.bucket import PREDICTIONS, Storage, StorageArgs
 from infra.components.cloud_sql import Database, DatabaseArgs
 from infra.components.identity import DEFAULT_PRODUCTION_REF, Identity, IdentityArgs
 from infra.components.inference_service import InferenceArgs, InferenceService
 from infra.components.jobs import PipelineJobs, PipelineJobsArgs
 from infra.components.mlflow_service import Tracking, TrackingArgs
+from infra.components.monitor import READS, WRITES, Monitor, MonitorArgs
 from infra.components.ui_service import UI, UIArgs
 from infra.config import StackConfig
 
@@ -51,7 +52,14 @@ def build(config: StackConfig) -> dict[str, Any]:
         ),
         opts=after_apis,
     )
-    storage = Storage("data", StorageArgs(location=region, force_destroy=not prod))
+    storage = Storage(
+        "data",
+        StorageArgs(
+            location=region,
+            force_destroy=not prod,
+            prediction_retention_days=config.monitoring.prediction_retention_days,
+        ),
+    )
     pinned = list(config.images.refs().values())
     if config.release is not None:
         pinned += [config.release.image, config.release.stable_image]
@@ -84,6 +92,11 @@ def build(config: StackConfig) -> dict[str, Any]:
     )
     mlflow_objects = storage.grant("mlflow-objects", "roles/storage.objectAdmin", member("mlflow"))
     api_objects = storage.grant("api-objects", "roles/storage.objectViewer", member("api"))
+    # The prediction log: create only (its object names are unique, nothing is overwritten),
+    # and only under its prefix, so a compromised API can't touch models or data.
+    api_predictions = storage.grant(
+        "api-predictions", "roles/storage.objectCreator", member("api"), prefixes=[PREDICTIONS]
+    )
     pipeline_password = database.grant_password("pipeline", member("pipeline"))
     mlflow_password = database.grant_password("mlflow", member("mlflow"))
     environment = "prod" if prod else "dev"
@@ -98,11 +111,15 @@ def build(config: StackConfig) -> dict[str, Any]:
         exports["ci_service_account"] = identity.ci.email
 
     tracking_url: pulumi.Output[str] | None = None
+    #: MLflow with its invoker grants: the monitor reads it from its first run.
+    tracking_ready: list[pulumi.Resource] = []
     if config.images.mlflow:
         members: dict[str, pulumi.Input[str]] = {
             "pipeline": identity.member("pipeline"),
             "api": identity.member("api"),
         }
+        if config.images.pipeline and config.monitoring.enabled:
+            members["monitor"] = identity.member("monitor")
         if identity.ci is not None:
             members["ci"] = identity.ci.member
         members |= {_label(m): m for m in config.tracking.invokers}
@@ -131,11 +148,12 @@ def build(config: StackConfig) -> dict[str, Any]:
             ),
         )
         tracking_url = tracking.url
+        tracking_ready.append(tracking)
         exports["mlflow_url"] = tracking_url
 
     if config.images.pipeline:
         p = config.pipeline
-        PipelineJobs(
+        jobs = PipelineJobs(
             "jobs",
             PipelineJobsArgs(
                 project=project,
@@ -165,6 +183,40 @@ def build(config: StackConfig) -> dict[str, Any]:
                 pipeline_objects,
             ),
         )
+        if config.monitoring.enabled:
+            m = config.monitoring
+            monitor_reads = storage.grant(
+                "monitor-reads", "roles/storage.objectViewer", member("monitor"), prefixes=READS
+            )
+            monitor_writes = storage.grant(
+                "monitor-writes", "roles/storage.objectUser", member("monitor"), prefixes=WRITES
+            )
+            Monitor(
+                "monitor",
+                MonitorArgs(
+                    project=project,
+                    region=region,
+                    image=config.images.pipeline,
+                    service_account=identity.email("monitor"),
+                    service_account_member=identity.member("monitor"),
+                    bucket=storage.bucket_name,
+                    tracking_url=tracking_url,
+                    pipeline_job=jobs.pipeline_job.name,
+                    schedule=m.schedule,
+                    time_zone=m.time_zone,
+                    window_hours=m.window_hours,
+                    consecutive=m.consecutive,
+                    max_mape=m.max_mape,
+                    retrain_source=m.retrain_source,
+                    cpu=m.cpu,
+                    memory=m.memory,
+                    timeout=m.timeout,
+                    wandb_secret=p.wandb_secret,
+                    deletion_protection=prod,
+                    environment=environment,
+                ),
+                opts=after(monitor_reads, monitor_writes, *tracking_ready),
+            )
 
     if config.release is not None:
         s = config.service
@@ -190,10 +242,14 @@ def build(config: StackConfig) -> dict[str, Any]:
                 cpu=s.cpu,
                 memory=s.memory,
                 concurrency=s.concurrency,
+                prediction_log=config.prediction_log.enabled,
+                prediction_log_batch_rows=config.prediction_log.batch_rows,
+                prediction_log_interval_seconds=config.prediction_log.interval_seconds,
+                prediction_log_capacity_rows=config.prediction_log.capacity_rows,
                 deletion_protection=prod,
                 environment=environment,
             ),
-            opts=after(api_objects),
+            opts=after(api_objects, api_predictions),
         )
         exports |= {
             "service_url": api.url,

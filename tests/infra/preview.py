@@ -49,6 +49,7 @@ COMPUTED: dict[str, tuple[str, ...]] = {
     "gcp:sql/databaseInstance:DatabaseInstance": ("name", "connectionName"),
     "gcp:serviceaccount/account:Account": ("email", "member", "name", "uniqueId"),
     "gcp:cloudrunv2/service:Service": ("uri", "urls", "trafficStatuses"),
+    "gcp:projects/iAMCustomRole:IAMCustomRole": ("name",),
     "gcp:iam/workloadIdentityPool:WorkloadIdentityPool": ("name",),
     "gcp:iam/workloadIdentityPoolProvider:WorkloadIdentityPoolProvider": ("name",),
 }

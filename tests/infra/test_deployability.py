@@ -74,14 +74,19 @@ API_OF = {
     "gcp:serviceaccount/": {"iam.googleapis.com"},
     "gcp:iam/": {"iam.googleapis.com", "sts.googleapis.com"},
     "gcp:projects/iAMMember": {"cloudresourcemanager.googleapis.com"},
+    "gcp:projects/iAMCustomRole": {"iam.googleapis.com"},
     "gcp:projects/service": {"serviceusage.googleapis.com", "cloudresourcemanager.googleapis.com"},
 }
 NOT_GOOGLE = ("random:", "housing-mlops:")
 
 
+@pytest.mark.parametrize("retrain_source", ["", "gs://labelled/housing.csv"])
 @pytest.mark.parametrize("stack", STACKS)
-def test_every_resource_calls_only_apis_the_stack_enables(stack, deployed):
-    d = deployed(stack_config(stack))
+def test_every_resource_calls_only_apis_the_stack_enables(stack, retrain_source, deployed):
+    config = stack_config(stack)
+    # A retrain source adds the monitor's custom role (IAM's API).
+    monitoring = msgspec.structs.replace(config.monitoring, retrain_source=retrain_source)
+    d = deployed(msgspec.structs.replace(config, monitoring=monitoring))
     enabled = {r.inputs["service"] for r in d.of_type("gcp:projects/service:Service")}
     assert enabled == set(apis.SERVICES)
     for typ in {r.typ for r in d.mocks.resources if not r.typ.startswith(NOT_GOOGLE)}:

@@ -97,7 +97,11 @@ def test_every_part_is_declared_with_its_key_settings(stack, deployed):
     )
     assert tune["template"]["containers"][0]["args"] == ["run", "--steps", "tune"]
     assert jobs["housing-pipeline"]["template"]["template"]["containers"][0]["args"] == ["run"]
-    schedules = d.of_type("gcp:cloudscheduler/job:Job")
+    schedules = [
+        s
+        for s in d.of_type("gcp:cloudscheduler/job:Job")
+        if "housing-pipeline" in s.inputs["httpTarget"]["uri"]
+    ]
     assert len(schedules) == (1 if config.pipeline.schedule else 0)
     for schedule in schedules:
         assert schedule.inputs["schedule"] == config.pipeline.schedule
@@ -157,6 +161,7 @@ def test_iam_bindings_are_exactly_the_intended_ones(stack, deployed):
         (bucket, "data-bucket", "roles/storage.objectAdmin", sa("pipeline", config)),
         (bucket, "data-bucket", "roles/storage.objectAdmin", sa("mlflow", config)),
         (bucket, "data-bucket", "roles/storage.objectViewer", sa("api", config)),
+        (bucket, "data-bucket", "roles/storage.objectCreator", sa("api", config)),
         (project, "project", "roles/cloudsql.client", sa("pipeline", config)),
         (project, "project", "roles/cloudsql.client", sa("mlflow", config)),
         (secret, "db-db-password", accessor, sa("pipeline", config)),
@@ -168,9 +173,17 @@ def test_iam_bindings_are_exactly_the_intended_ones(stack, deployed):
         expected.add((run_svc, "housing-api", invoker, sa("ui", config)))
     if config.ui.enabled and config.ui.public:
         expected.add((run_svc, "housing-ui", invoker, "allUsers"))
+    job = "cloudrunv2/jobIamMember:JobIamMember"
     if config.pipeline.schedule:
-        job = "cloudrunv2/jobIamMember:JobIamMember"
         expected.add((job, "housing-pipeline", invoker, sa("pipeline", config)))
+    if config.monitoring.enabled:
+        expected |= {
+            (run_svc, "housing-mlflow", invoker, sa("monitor", config)),
+            (bucket, "data-bucket", "roles/storage.objectViewer", sa("monitor", config)),
+            (bucket, "data-bucket", "roles/storage.objectUser", sa("monitor", config)),
+        }
+        if config.monitoring.schedule:
+            expected.add((job, "housing-monitor", invoker, sa("monitor", config)))
     assert grants == expected
 
     ci = "serviceAccount:housing-ci@"
