@@ -40,6 +40,18 @@ def _parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="the challenger's test metrics against the champion")
     report.add_argument("--config", help="TOML file of settings")
 
+    replay = sub.add_parser(
+        "replay", help="price the logged houses with another version, against what was served"
+    )
+    replay.add_argument("--config", help="TOML file of settings")
+    replay.add_argument("--version", required=True, help="model version to price them with")
+    replay.add_argument(
+        "--window",
+        type=float,
+        metavar="HOURS",
+        help="hours of log, ending now (monitor.window_hours)",
+    )
+
     sub.add_parser("steps", help="list the steps with what each reads and writes")
     return parser
 
@@ -121,6 +133,19 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _replay(args: argparse.Namespace) -> int:
+    from housing_platform.artifact_store import open_store
+    from pipeline.monitoring import replay
+
+    settings = _settings(args)
+    report, key = replay.run(
+        settings, open_store(settings.store_uri), args.version, hours=args.window
+    )
+    print(replay.summary(report))
+    print(f"report: {key}")
+    return 0
+
+
 def _steps() -> int:
     for spec in catalog.CATALOG:
         print(f"{spec.name:<9} reads: {', '.join(spec.inputs) or '-'}")
@@ -142,6 +167,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _report(args)
         if args.command == "export":
             return _export(args)
+        if args.command == "replay":
+            return _replay(args)
         return _steps()
     except (PipelineError, SettingsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
