@@ -40,6 +40,28 @@ SECRET_IAM = (
     "gcp:secretmanager/secretIamBinding:SecretIamBinding",
 )
 PROJECT_IAM = ("gcp:projects/iAMMember:IAMMember", "gcp:projects/iAMBinding:IAMBinding")
+BUCKET_IAM = (
+    "gcp:storage/bucketIAMMember:BucketIAMMember",
+    "gcp:storage/bucketIAMBinding:BucketIAMBinding",
+)
+#: Bucket roles that can create, overwrite or delete objects.
+BUCKET_WRITE_ROLES = {
+    "roles/storage.objectCreator",
+    "roles/storage.objectUser",
+    "roles/storage.objectAdmin",
+    "roles/storage.admin",
+    "roles/storage.legacyBucketWriter",
+    "roles/storage.legacyBucketOwner",
+}
+#: Services whose work is writing the bucket: MLflow's artifact proxy (never public).
+BUCKET_WRITERS = {"housing-mlflow"}
+_OBJECT_PREFIX = re.compile(
+    r'^resource\.name\.startsWith\("projects/_/buckets/[^/"]+/objects/[^"]*[^/"]/"\)$'
+)
+_LIST_PREFIX = re.compile(
+    r'^api\.getAttribute\("storage\.googleapis\.com/objectListPrefix", ""\)'
+    r'\.startsWith\("[^"]*[^/"]/"\)$'
+)
 SECRET_ACCESSOR = "roles/secretmanager.secretAccessor"
 PUBLIC = {"allUsers", "allAuthenticatedUsers"}
 #: Services that must never be public, whatever config says.
@@ -424,10 +446,71 @@ def secrets_are_granted(resources: Sequence[StackResource]) -> list[tuple[str, s
     return found
 
 
+def prefix_only(expression: str) -> bool:
+    """Whether an IAM condition admits only objects (and listings) under named prefixes: each
+    ``||`` clause is one prefix test, and no prefix is empty (the whole bucket)."""
+    clauses = expression.split(" || ")
+    return all(_OBJECT_PREFIX.match(c) or _LIST_PREFIX.match(c) for c in clauses)
+
+
+def service_writes_are_scoped(resources: Sequence[StackResource]) -> list[tuple[str, str]]:
+    """A Cloud Run service's account may write to a bucket only under a prefix (an IAM
+    condition): a service answers requests, and one that is compromised must not overwrite the
+    models or the data it serves. MLflow, whose work is writing artifacts, is exempt. The
+    condition must be there in a first preview; its expression names the bucket, unknown until
+    ``up``, which checks it then."""
+    stack = _Stack(resources)
+    services: dict[str, Any] = {}  # principal → service name
+    for r in resources:
+        if r.type != RUN_SERVICE or _peek(r.props, "name") in BUCKET_WRITERS:
+            continue
+        value = _peek(r.props, "template", "serviceAccount")
+        if value is None:
+            continue  # the default compute account: no grant of this stack names it
+        principal = stack.account(r, value, "template")
+        if principal is None:
+            raise UnknownValueError(UNKNOWN, ["template", "serviceAccount"])
+        services[principal] = _name(r.props)
+    found = []
+    for g in resources:
+        if g.type not in BUCKET_IAM or _at(g.props, "role") not in BUCKET_WRITE_ROLES:
+            continue
+        values = [(g.props.get("member"), "member")]
+        values += [(m, "members") for _, m in _each(g.props, "members")]
+        for value, prop in values:
+            if value is None:
+                continue
+            principal = stack.account(g, value, prop)
+            if principal is None:
+                raise UnknownValueError(UNKNOWN, [g.name, prop])
+            if principal not in services:
+                continue
+            condition = _at(g.props, "condition")
+            expression = _peek(g.props, "condition", "expression")
+            if condition and (isinstance(expression, Unknown) or prefix_only(str(expression))):
+                continue
+            found.append(
+                (
+                    g.urn,
+                    f"{_at(g.props, 'role')} on the bucket for "
+                    f"{stack.account_label(principal)}, the account of Cloud Run service "
+                    f"{services[principal]!r}, must carry an IAM condition limiting it to "
+                    'prefixes (resource.name.startsWith("projects/_/buckets/<bucket>/objects/'
+                    '<prefix>/")): a service must not be able to overwrite models or data',
+                )
+            )
+    return found
+
+
 STACK_RULES: dict[str, tuple[str, StackRule]] = {
     "secrets-are-granted": (
         "Every secret a Cloud Run service or job reads is granted (secretAccessor) to the "
         "workload's own service account.",
         secrets_are_granted,
+    ),
+    "service-writes-by-prefix": (
+        "A Cloud Run service's account (MLflow's aside) writes to a bucket only under a prefix "
+        "(an IAM condition on the grant).",
+        service_writes_are_scoped,
     ),
 }

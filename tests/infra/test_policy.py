@@ -325,6 +325,79 @@ def test_in_preview_a_grant_matches_its_workload_through_the_account_both_come_f
     assert "acct-a" in message
 
 
+def _is_api_write(r: rules.StackResource) -> bool:
+    return r.type in rules.BUCKET_IAM and r.props.get("role") == "roles/storage.objectCreator"
+
+
+def _with_condition(resources, expression: str | None) -> list[rules.StackResource]:
+    """The stack with the API's prediction-log grant's condition replaced (None: removed)."""
+    changed = []
+    for r in resources:
+        if _is_api_write(r):
+            props = {k: v for k, v in r.props.items() if k != "condition"}
+            if expression is not None:
+                props["condition"] = {**r.props["condition"], "expression": expression}
+            r = dataclasses.replace(r, props=props)
+        changed.append(r)
+    return changed
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        None,
+        'resource.name.startsWith("projects/_/buckets/data-bucket/objects/")',
+        'resource.name.startsWith("projects/_/buckets/data-bucket/objects/artifacts/") || true',
+    ],
+    ids=["no-condition", "whole-bucket", "or-true"],
+)
+@pytest.mark.parametrize("stack", STACKS)
+def test_a_service_may_write_to_the_bucket_only_under_a_prefix(stack, expression):
+    resources = stack_of(stack)
+    assert [r for r in resources if _is_api_write(r)], "the API's prediction-log grant"
+    assert rules.service_writes_are_scoped(resources) == []
+    ((urn, message),) = rules.service_writes_are_scoped(_with_condition(resources, expression))
+    assert urn.endswith("data-api-predictions")
+    assert "'housing-api'" in message
+    assert "roles/storage.objectCreator" in message
+
+
+def test_a_job_and_mlflow_may_write_the_whole_bucket():
+    """The pipeline and MLflow write everywhere (objectAdmin, no condition): not services that
+    answer the internet, or the one whose work it is."""
+    resources = stack_of("dev")
+    unscoped = [r for r in resources if r.type in rules.BUCKET_IAM and not r.props.get("condition")]
+    assert {r.props["role"] for r in unscoped} >= {"roles/storage.objectAdmin"}
+    assert rules.service_writes_are_scoped(resources) == []
+
+
+def test_in_preview_a_missing_condition_is_refused_and_an_unknown_expression_waits():
+    unknown = rules.UNKNOWN
+    account = _account("urn:a::acct-api", email=unknown, accountId="housing-api", project="p")
+    service = rules.StackResource(
+        rules.RUN_SERVICE,
+        "urn:s::api-service",
+        "api-service",
+        {"name": "housing-api", "template": {"serviceAccount": unknown}},
+        {"template": [account.urn]},
+    )
+
+    def grant(**props: Any) -> rules.StackResource:
+        props = {
+            "bucket": unknown,
+            "role": "roles/storage.objectCreator",
+            "member": unknown,
+        } | props
+        return rules.StackResource(
+            rules.BUCKET_IAM[0], "urn:g::grant", "grant", props, {"member": [account.urn]}
+        )
+
+    waiting = grant(condition={"title": "t", "expression": unknown})
+    assert rules.service_writes_are_scoped([account, service, waiting]) == []
+    ((_, message),) = rules.service_writes_are_scoped([account, service, grant()])
+    assert "housing-api@p.iam.gserviceaccount.com" in message
+
+
 def _locked() -> dict[str, list[dict[str, Any]]]:
     lock = tomllib.loads((ROOT / "uv.lock").read_text())
     packages: dict[str, list[dict[str, Any]]] = {}
