@@ -133,7 +133,8 @@ class MonitoringConfig(_Section, frozen=True):
     used."""
     retrain_source: str = ""
     """Labelled data a retrain trains on (gs://…, https://…) (MONITOR_RETRAIN_SOURCE); empty: the
-    monitor reports drift but starts no retrain."""
+    monitor reports drift but starts no retrain, and gets no right to. Outside the stack's bucket
+    the monitor (which checksums it) and the pipeline account need read access to it."""
     prediction_retention_days: Annotated[int, msgspec.Meta(ge=1)] = 90
     """Days the prediction log is kept: a lifecycle rule deletes ``artifacts/predictions/``
     objects older than this."""
