@@ -74,7 +74,7 @@ def write_log(store: LocalStore, houses: pd.DataFrame, prices, versions, times) 
     ]
     for n, version in enumerate(sorted(set(map(str, versions)))):
         mine = [r for r in rows if r[3] == version]
-        day = datetime.fromtimestamp(mine[0][1], UTC).date().isoformat()
+        day = datetime.fromtimestamp(float(mine[0][1] or 0), UTC).date().isoformat()
         key = prediction_records.object_key(day, version, "rev-1", "i0", n)
         store.write_bytes(key, prediction_records.encode(mine))
 
@@ -124,6 +124,7 @@ def test_replay_on_the_serving_version_agrees_and_another_shows_the_gap(trained,
     assert other.mape == pytest.approx(0.08 / 1.08, rel=1e-6)
     assert other.within_5pct == 0.0
     assert other.within_10pct == 1.0
+    assert other.mean_signed_difference is not None
     assert other.mean_signed_difference < 0  # version 1 prices lower than what was served
     written = json.loads(store.read_bytes(key))
     assert written["agreement"]["n"] == 10_000
