@@ -52,6 +52,15 @@ def _parser() -> argparse.ArgumentParser:
         help="hours of log, ending now (monitor.window_hours)",
     )
 
+    feedback = sub.add_parser("feedback", help="join sold prices to the logged predictions")
+    feedback.add_argument("--config", help="TOML file of settings")
+    feedback.add_argument(
+        "--labels", required=True, help="CSV or parquet: request_id or the nine inputs, and price"
+    )
+    feedback.add_argument(
+        "--since", help="oldest prediction the labels may belong to, ISO 8601 (default: 90 days)"
+    )
+
     sub.add_parser("steps", help="list the steps with what each reads and writes")
     return parser
 
@@ -146,6 +155,31 @@ def _replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _feedback(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime, timedelta
+
+    from housing_platform.artifact_store import open_store
+    from pipeline.monitoring import feedback
+
+    settings = _settings(args)
+    until = datetime.now(UTC)
+    since = until - timedelta(days=feedback.LOOKBACK_DAYS)
+    if args.since:
+        try:
+            since = datetime.fromisoformat(args.since)
+        except ValueError:
+            print(f"error: --since {args.since!r} is not an ISO 8601 time", file=sys.stderr)
+            return 2
+        since = since if since.tzinfo else since.replace(tzinfo=UTC)
+    result, key = feedback.feed(open_store(settings.store_uri), args.labels, since, until)
+    print(
+        f"joined {len(result.joined)} of {result.labels} label(s) "
+        f"({result.by_request_id} by request id, {result.by_inputs} by inputs; "
+        f"{result.unmatched} unmatched): {key}"
+    )
+    return 0
+
+
 def _steps() -> int:
     for spec in catalog.CATALOG:
         print(f"{spec.name:<9} reads: {', '.join(spec.inputs) or '-'}")
@@ -169,6 +203,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _export(args)
         if args.command == "replay":
             return _replay(args)
+        if args.command == "feedback":
+            return _feedback(args)
         return _steps()
     except (PipelineError, SettingsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
