@@ -17,6 +17,7 @@ from typing import Any, cast
 
 import pulumi
 import pulumi_gcp as gcp
+import pulumi_random as random
 
 from infra.components import cloud_run as cloudrun
 from infra.components.jobs import PIPELINE_JOB
@@ -41,7 +42,7 @@ RETRAIN_PERMISSIONS = (
     "run.jobs.run",
     "run.jobs.runWithOverrides",
 )
-#: A custom role's id: letters, digits, underscores and dots only.
+#: A custom role's id (letters, digits, underscores and dots), before its suffix.
 RETRAIN_ROLE_ID = "housingMonitorRetrain"
 
 
@@ -126,10 +127,15 @@ class Monitor(pulumi.ComponentResource):
         self.retrain_role = None
         if args.retrain_source:
             # Without a retrain source the monitor only reports: it gets no right to retrain.
+            # A deleted custom role's id can't be reused for 37 days: a fresh suffix per stack
+            # lifetime lets dev be destroyed and re-created at once (as the WIF pool's).
+            suffix = random.RandomString(
+                f"{name}-retrain-role-suffix", length=6, special=False, upper=False, opts=child
+            )
             self.retrain_role = gcp.projects.IAMCustomRole(
                 f"{name}-retrain-role",
                 project=args.project,
-                role_id=RETRAIN_ROLE_ID,
+                role_id=pulumi.Output.concat(RETRAIN_ROLE_ID, "_", suffix.result),
                 title="housing-mlops monitor: start a retrain",
                 description="Run the pipeline job with overrides and read its executions",
                 permissions=list(RETRAIN_PERMISSIONS),

@@ -5,7 +5,8 @@ Pulumi's mocks accept any value and forget everything between runs. This fake re
 real project would: each Cloud Run service's revisions (Cloud Run refuses to reuse a revision name
 for a different template, and refuses traffic to a revision that neither exists nor is created
 by the same request), random values (kept until destroyed, as pulumi_random's state is),
-workload identity pools and providers (a deleted id stays reserved for 30 days), and Postgres'
+workload identity pools and providers (a deleted id stays reserved for 30 days), custom IAM
+roles (a deleted id can't be reused for 37 days), and Postgres'
 refusal to drop a role or database that owns objects.
 """
 
@@ -29,8 +30,11 @@ PROVIDER = "gcp:iam/workloadIdentityPoolProvider:WorkloadIdentityPoolProvider"
 RANDOM = "random:index/randomString:RandomString"
 SQL_USER = "gcp:sql/user:User"
 SQL_DATABASE = "gcp:sql/database:Database"
+CUSTOM_ROLE = "gcp:projects/iAMCustomRole:IAMCustomRole"
 #: How long GCP keeps a deleted pool's or provider's id reserved.
 SOFT_DELETE = timedelta(days=30)
+#: A deleted custom role: undeletable for 7 days, then purged over 30; its id is taken until then.
+ROLE_SOFT_DELETE = timedelta(days=37)
 
 
 class CloudError(RuntimeError):
@@ -66,6 +70,7 @@ class FakeCloud:
         self.randoms: dict[str, str] = {}
         self.pools: set[str] = set()
         self.providers: set[str] = set()
+        self.roles: set[str] = set()
         self.deleted_ids: dict[str, datetime] = {}
         self.sql_objects: dict[str, dict[str, Any]] = {}
         self._counter = 0
@@ -85,6 +90,7 @@ class FakeCloud:
             self.services[name] = state
         self.pools |= staged.pools
         self.providers |= staged.providers
+        self.roles |= staged.roles
         self.randoms |= staged.randoms
         self.sql_objects = staged.sql_objects
         self.last = mocks
@@ -102,12 +108,13 @@ class FakeCloud:
                 f'cannot drop {", ".join(sorted(blockers))}: role "housing" cannot be dropped '
                 "because some objects depend on it (set deletion_policy ABANDON)"
             )
-        for ident in self.pools | self.providers:
+        for ident in self.pools | self.providers | self.roles:
             self.deleted_ids[ident] = self.now
         self.services.clear()
         self.randoms.clear()
         self.pools.clear()
         self.providers.clear()
+        self.roles.clear()
         self.sql_objects.clear()
 
     def advance(self, delta: timedelta) -> None:
@@ -141,6 +148,7 @@ class _Staged:
     services: dict[str, ServiceState] = field(default_factory=dict)
     pools: set[str] = field(default_factory=set)
     providers: set[str] = field(default_factory=set)
+    roles: set[str] = field(default_factory=set)
     randoms: dict[str, str] = field(default_factory=dict)
     sql_objects: dict[str, dict[str, Any]] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
@@ -164,6 +172,8 @@ class _FakeMocks(PlanMocks):
                 self._service(args.inputs)
             elif args.typ in (POOL, PROVIDER):
                 self._identity_pool(args.typ, args.inputs)
+            elif args.typ == CUSTOM_ROLE:
+                self._custom_role(args.inputs)
             elif args.typ in (SQL_USER, SQL_DATABASE):
                 self.staged.sql_objects[args.name] = dict(args.inputs)
         except CloudError as exc:
@@ -184,6 +194,16 @@ class _FakeMocks(PlanMocks):
                 f"409: {ident} was deleted on {deleted:%Y-%m-%d} and can't be reused for 30 days"
             )
         (self.staged.pools if typ == POOL else self.staged.providers).add(ident)
+
+    def _custom_role(self, inputs: dict[str, Any]) -> None:
+        ident = str(inputs["roleId"])
+        deleted = self.cloud.deleted_ids.get(ident)
+        if deleted is not None and self.cloud.now - deleted < ROLE_SOFT_DELETE:
+            raise CloudError(
+                f"400: You can't create a role_id ({ident}) which has been marked for deletion "
+                f"(deleted on {deleted:%Y-%m-%d}; free again after 37 days)"
+            )
+        self.staged.roles.add(ident)
 
     def _service(self, inputs: dict[str, Any]) -> None:
         name = str(inputs["name"])
