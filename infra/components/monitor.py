@@ -26,9 +26,9 @@ from infra.options import child_options
 TYPE = "housing-mlops:index:Monitor"
 MONITOR_JOB = "housing-monitor"
 #: Prefixes of the bucket the monitor only reads: the sold prices (feedback), the model
-#: versions' exports, the pipeline's reports (the evaluate step's feature importances) and data
-#: (the training split, the reference a window is compared with).
-READS = ("artifacts/feedback/", "artifacts/models/", "artifacts/reports/", "artifacts/data/")
+#: versions' exports (each carries its reference profile, what a window is compared with) and the
+#: pipeline's reports (the ingest report's checksum of the data the last training read).
+READS = ("artifacts/feedback/", "artifacts/models/", "artifacts/reports/")
 #: Prefixes it writes and deletes in: the prediction log (compaction replaces many small objects
 #: with one), the trigger's state (overwritten each run: an overwrite is a delete in GCS) and its
 #: reports.

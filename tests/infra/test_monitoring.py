@@ -280,6 +280,7 @@ def test_the_monitor_reads_and_writes_only_its_prefixes(stack, deployed):
     ):
         assert not allows(write, "data-bucket", key=key), f"may overwrite {key}"
     assert not can_read("mlflow/1/model.pkl")
+    assert not can_read("artifacts/data/train.parquet"), "the profile in the export suffices"
     assert not allows(read, "data-bucket", listing="")
     waits = d.mocks.waits_for("monitor-job")
     assert {"data-monitor-reads", "data-monitor-writes", "tracking-invoker-monitor"} <= waits
