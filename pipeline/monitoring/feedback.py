@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import io
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -62,6 +63,16 @@ class RealisedError(msgspec.Struct, frozen=True, kw_only=True):
     rmse: float
     mape: float
     within_10pct: float
+
+
+class VersionError(msgspec.Struct, frozen=True, kw_only=True):
+    """One version's realised error in a window beside its test-side figures, for the report."""
+
+    model_version: str
+    realised: RealisedError | None
+    """None: no labelled prediction of this version in the window yet."""
+    test: dict[str, float]
+    """The version's test-set metrics (``rmse``, ``mape``, ``within_10pct``, …)."""
 
 
 @dataclass(frozen=True)
@@ -284,3 +295,22 @@ def version_test_metrics(model_name: str, version: str) -> dict[str, float]:
     from model_runtime.loader import metrics_of
 
     return metrics_of(dict(MlflowClient().get_model_version(model_name, version).tags))
+
+
+def realised_vs_test(
+    store: ArtifactStore,
+    since: datetime,
+    until: datetime,
+    versions: list[str],
+    test_side: Callable[[str], dict[str, float]],
+) -> list[VersionError]:
+    """The monitor's call: per version, the window's realised error beside ``test_side(version)``
+    (e.g. ``lambda v: version_test_metrics(model_name, v)``, after ``configure_mlflow``)."""
+    return [
+        VersionError(
+            model_version=v,
+            realised=realised_error(store, since, until, v),
+            test=test_side(v),
+        )
+        for v in versions
+    ]

@@ -203,3 +203,17 @@ def test_the_test_side_figures_are_the_versions_test_tags(tmp_path):
         tags={"test_rmse": "48000", "test_mape": "0.17", "family": "x"},
     )
     assert feedback.version_test_metrics("housing-price", "1") == {"rmse": 48000.0, "mape": 0.17}
+
+
+def test_the_report_puts_each_versions_realised_error_beside_its_test_figures(store):
+    labels = write_csv(
+        Path(store.uri).parent / "sold.csv", [{"request_id": "r-0", "actual_price": 100_000}]
+    )
+    assert run_feedback(store, labels) == 0
+    tests = {"1": {"mape": 0.17}, "2": {"mape": 0.2}}
+    rows = feedback.realised_vs_test(
+        store, NOW - timedelta(days=1), NOW, ["1", "2"], tests.__getitem__
+    )
+    assert rows[0].realised == feedback.RealisedError(n=1, rmse=0.0, mape=0.0, within_10pct=1.0)
+    assert rows[0].test == {"mape": 0.17}
+    assert rows[1].realised is None
