@@ -370,3 +370,24 @@ def test_the_fake_refuses_a_custom_role_id_deleted_less_than_37_days_ago():
         cloud.up(with_retrain("dev"))
     cloud.advance(timedelta(days=28))
     cloud.up(with_retrain("dev"))
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_ci_can_deploy_the_monitor(stack, deployed):
+    """Deploying a job and a schedule that run as housing-monitor is acting as it; creating the
+    retrain role needs IAM's role admin."""
+    config = with_monitoring(stack_config(stack), retrain_source=SOURCE)
+    d = deployed(config)
+    ci = member("ci", config)
+    acts_as = {
+        r.inputs["serviceAccountId"].rsplit("/", 1)[-1]
+        for r in d.of_type("gcp:serviceaccount/iAMMember:IAMMember")
+        if r.inputs["member"] == ci and r.inputs["role"] == "roles/iam.serviceAccountUser"
+    }
+    assert f"housing-monitor@{config.project}.iam.gserviceaccount.com" in acts_as
+    roles = {
+        r.inputs["role"]
+        for r in d.of_type("gcp:projects/iAMMember:IAMMember")
+        if r.inputs["member"] == ci
+    }
+    assert {"roles/iam.roleAdmin", "roles/cloudscheduler.admin", "roles/run.admin"} <= roles
