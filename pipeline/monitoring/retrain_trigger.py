@@ -339,16 +339,7 @@ class CloudRunStarter:
                 return False
 
     def start(self, source: str, sha256: str) -> Started:
-        body = {
-            "overrides": {
-                "containerOverrides": [
-                    {
-                        "args": pipeline_args(source, sha256),
-                        "env": [{"name": "MONITOR_RETRAIN", "value": "1"}],
-                    }
-                ]
-            }
-        }
+        body = {"overrides": {"containerOverrides": [{"args": pipeline_args(source, sha256)}]}}
         operation = self._call("POST", f"{self.api}/{self.job}:run", json=body)
         execution = operation.get("metadata", {}).get("name") or operation.get("name", "")
         return Started(how="cloud-run", ref=str(execution))
@@ -423,16 +414,18 @@ def consider(
     config = settings.monitor
     state = read_state(store)
     last = datetime.fromisoformat(state.last_retrain) if state.last_retrain else None
-    running = starter.running()
     decision = decide(
-        state.history, outcome, config, now=now, last_retrain=last, pipeline_running=running
+        state.history, outcome, config, now=now, last_retrain=last, pipeline_running=False
     )
     digest = ""
-    if decision.start:
-        digest = (checksum or (lambda s: source_sha256(s, settings.ingest.timeout_s)))(
-            config.retrain_source
-        )
-        unchanged = digest in last_training_sha256(store, state)
+    if decision.start:  # only now ask the starter and read the data: both cost a call
+        running = starter.running()
+        unchanged = False
+        if not running:
+            digest = (checksum or (lambda s: source_sha256(s, settings.ingest.timeout_s)))(
+                config.retrain_source
+            )
+            unchanged = digest in last_training_sha256(store, state)
         decision = decide(
             state.history,
             outcome,

@@ -331,3 +331,27 @@ def test_a_refused_cloud_run_call_is_one_line_naming_the_status(cloud_run):
         cloud_run.start(SOURCE, "abc")
     assert "answered 403" in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_a_calm_run_asks_neither_the_pipeline_nor_the_data(store):
+    """The Cloud Run API and the source are only consulted when a retrain is due: an API outage
+    doesn't break the monitor's ordinary runs."""
+
+    class Unreachable(FakeStarter):
+        def running(self) -> bool:
+            raise PipelineError("monitor: Cloud Run API unreachable")
+
+    def no_read(source: str) -> str:
+        raise AssertionError("the source was read")
+
+    d = rt.consider(
+        store,
+        SETTINGS,
+        Outcome(window="drifted"),
+        T0,
+        dry_run=False,
+        starter=Unreachable(),
+        checksum=no_read,
+    )
+    assert not d.start
+    assert d.streak == 1
