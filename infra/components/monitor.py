@@ -6,7 +6,7 @@ It reads the prediction log, the sold prices and the reference it compares again
 reports and the retrain trigger's state, compacts the log, opens MLflow, and starts a retrain by
 running ``housing-pipeline`` with overrides (the labelled data to train on). Bucket access is
 granted by prefix (IAM conditions on the bucket's grants, declared by the program beside the
-bucket); the right to start a retrain is a custom role holding only the five permissions that
+bucket); the right to start a retrain is a custom role holding only the four permissions that
 takes, granted on the pipeline job alone, and only when ``monitoring.retrainSource`` gives it
 something to retrain on.
 """
@@ -38,7 +38,6 @@ WRITES = ("artifacts/predictions/", "artifacts/monitor/", "artifacts/reports/mon
 RETRAIN_PERMISSIONS = (
     "run.executions.get",
     "run.executions.list",
-    "run.jobs.get",
     "run.jobs.run",
     "run.jobs.runWithOverrides",
 )
