@@ -12,6 +12,7 @@ import pytest
 
 from infra.components.monitor import RETRAIN_PERMISSIONS, window_arg
 from infra.config import ConfigError, StackConfig, parse
+from infra.plan import main as plan_main
 from infra.plan import read_stack_config, stack_file
 from tests.infra.conftest import STACKS, stack_config
 from tests.infra.fake_cloud import CloudError, FakeCloud
@@ -397,3 +398,18 @@ def test_ci_can_deploy_the_monitor(stack, deployed):
         if r.inputs["member"] == ci
     }
     assert {"roles/iam.roleAdmin", "roles/cloudscheduler.admin", "roles/run.admin"} <= roles
+
+
+def test_the_offline_plan_shows_the_monitor_and_the_scoped_grants(capsys):
+    """What a reviewer reads in `nox -s plan -- dev`: the job, its schedule, each grant's
+    condition and the log's retention, and the service's execution environment."""
+    assert plan_main(["dev"]) == 0
+    out = capsys.readouterr().out
+    lines = {m[1]: m[2] for m in re.finditer(r"^\+ \S+  (\S+)\n    (.*)$", out, re.M)}
+    assert 'name="housing-monitor"' in lines["monitor-job"]
+    assert 'args=["monitor","--window","24h"]' in lines["monitor-job"]
+    assert 'schedule="30 4 * * *"' in lines["monitor-schedule"]
+    for grant in ("data-api-predictions", "data-monitor-reads", "data-monitor-writes"):
+        assert "objectListPrefix" in lines[grant], grant
+    assert '"matchesPrefixes":["artifacts/predictions/"]' in lines["data-bucket"]
+    assert 'executionEnvironment="EXECUTION_ENVIRONMENT_GEN2"' in lines["api-service"]
