@@ -46,10 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--config", help="TOML file of settings")
     replay.add_argument("--version", required=True, help="model version to price them with")
     replay.add_argument(
-        "--window",
-        type=float,
-        metavar="HOURS",
-        help="hours of log, ending now (monitor.window_hours)",
+        "--window", help="how far back from now, e.g. 24h, 90m, 2d (monitor.window_hours)"
     )
 
     feedback = sub.add_parser("feedback", help="join sold prices to the logged predictions")

@@ -113,6 +113,25 @@ def load_version(settings: Settings, version: str) -> Loaded:
         ) from None
 
 
+_UNITS = {"m": 1 / 60, "h": 1.0, "d": 24.0}
+
+
+def window_hours(text: str) -> float:
+    """``--window``: ``90m``, ``24h``, ``2d`` or a bare number of hours, as the monitor reads it."""
+    value = text.strip().lower()
+    scale = _UNITS.get(value[-1:])
+    number = value[:-1] if scale is not None else value
+    try:
+        hours = float(number) * (scale or 1.0)
+    except ValueError:
+        hours = float("nan")
+    if not hours > 0 or hours == float("inf"):
+        raise PipelineError(
+            f"replay: --window {text!r} is not a duration: give e.g. 90m, 24h, 2d (or hours)"
+        )
+    return hours
+
+
 def window(until: datetime | None, hours: float) -> tuple[datetime, datetime]:
     """[until - hours, until), until defaulting to now (UTC)."""
     end = (until or datetime.now(UTC)).astimezone(UTC)
@@ -190,10 +209,13 @@ def run(
     store: ArtifactStore,
     version: str,
     *,
-    hours: float | None = None,
+    hours: float | str | None = None,
     until: datetime | None = None,
 ) -> tuple[ReplayReport, str]:
-    """The CLI's entry: load ``version`` from the registry and replay the window on it."""
+    """The CLI's entry: load ``version`` from the registry and replay the window on it
+    (``hours``: a number, or ``--window``'s text; default ``monitor.window_hours``)."""
+    if isinstance(hours, str):
+        hours = window_hours(hours)
     since, end = window(until, hours or settings.monitor.window_hours)
     loaded = load_version(settings, version)
     return replay(store, loaded, since, end, model_name=settings.register.model_name)

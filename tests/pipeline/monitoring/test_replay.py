@@ -184,3 +184,14 @@ def test_an_empty_window_is_an_error_and_writes_nothing(trained, tmp_path):
             store, replay.load_version(trained.settings, "1"), UNTIL - timedelta(hours=1), UNTIL
         )
     assert store.list() == []
+
+
+@pytest.mark.parametrize(("text", "hours"), [("90m", 1.5), ("24h", 24.0), ("2d", 48.0), ("6", 6.0)])
+def test_the_window_reads_as_the_monitor_reads_it(text, hours):
+    assert replay.window_hours(text) == hours
+
+
+@pytest.mark.parametrize("text", ["", "h", "-2h", "soon", "0d", "infh"])
+def test_a_window_that_is_not_a_duration_is_refused(text):
+    with pytest.raises(replay.PipelineError, match="not a duration"):
+        replay.window_hours(text)
