@@ -37,11 +37,12 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
 from pipeline.errors import PipelineError
+from pipeline.monitoring.drift import Status
 
 if TYPE_CHECKING:
     from housing_platform.artifact_store import ArtifactStore
@@ -54,11 +55,14 @@ HISTORY_KEPT = 1000
 #: The file a running pipeline holds an exclusive ``flock`` on, under the pipeline's home.
 LOCK_FILE = "pipeline.lock"
 
-Window = Literal["drifted", "not_drifted", "not_enough_data"]
+#: A window's outcome for the serving version, in the drift report's words
+#: (``pipeline.monitoring.drift.Status``: ``WindowDrift.status``).
+Window = Status
 
 
 class Outcome(msgspec.Struct, frozen=True, kw_only=True):
-    """What the monitor found in one window, for the model version that serves (the champion)."""
+    """What the monitor found in one window, for the model version that serves (the champion):
+    ``Outcome(window=report_row.status, realised_mape=realised.mape if realised else None)``."""
 
     window: Window
     realised_mape: float | None = None
@@ -98,12 +102,12 @@ class Decision(msgspec.Struct, frozen=True, kw_only=True):
 
 def drift_streak(windows: Sequence[Window]) -> int:
     """Drifted windows at the end of ``windows`` (oldest first); "not enough data" is skipped,
-    "not drifted" ends the count."""
+    "no drift" ends the count."""
     streak = 0
     for window in reversed(windows):
-        if window == "drifted":
+        if window == "drift":
             streak += 1
-        elif window == "not_drifted":
+        elif window == "no drift":
             break
     return streak
 
@@ -114,7 +118,7 @@ def _incident_started(history: Sequence[Entry]) -> Entry | None:
     for entry in reversed(history):
         if entry.started:
             return entry
-        if entry.window == "not_drifted" and not entry.alarm:
+        if entry.window == "no drift" and not entry.alarm:
             return None
     return None
 
@@ -136,7 +140,7 @@ def decide(
     streak = drift_streak([e.window for e in history] + [outcome.window])
     mape = outcome.realised_mape
     mape_alarm = config.max_mape is not None and mape is not None and mape > config.max_mape
-    alarm = outcome.window == "drifted" or mape_alarm
+    alarm = outcome.window == "drift" or mape_alarm
     if streak >= config.consecutive:
         why = f"{streak} drifted window(s) in a row (monitor.consecutive = {config.consecutive})"
     elif mape is not None and config.max_mape is not None and mape_alarm:

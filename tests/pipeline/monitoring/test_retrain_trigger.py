@@ -30,7 +30,7 @@ CONFIG = MonitorConfig(consecutive=2, max_mape=0.25, retrain_source=SOURCE, cool
 
 def history(*windows: str) -> list[Entry]:
     return [
-        Entry(time=(T0 + timedelta(hours=i)).isoformat(), window=w, alarm=w == "drifted")  # type: ignore[arg-type]
+        Entry(time=(T0 + timedelta(hours=i)).isoformat(), window=w, alarm=w == "drift")  # type: ignore[arg-type]
         for i, w in enumerate(windows)
     ]
 
@@ -47,62 +47,62 @@ def decide(earlier: list[Entry], window: str, mape: float | None = None, **kw: A
 
 
 def test_consecutive_drifted_windows_start_a_retrain():
-    assert not decide([], "drifted").start
-    d = decide(history("drifted"), "drifted")
+    assert not decide([], "drift").start
+    d = decide(history("drift"), "drift")
     assert d.start
     assert d.streak == 2
     assert d.reason.startswith(f"retrain on {SOURCE}: 2 drifted window(s) in a row")
 
 
 def test_not_enough_data_neither_extends_nor_breaks_a_run_of_drifted_windows():
-    assert decide(history("drifted", "not_enough_data"), "drifted").start
-    assert not decide(history("not_enough_data", "not_enough_data"), "drifted").start
-    assert decide(history("drifted", "drifted"), "not_enough_data").streak == 2
+    assert decide(history("drift", "not enough data"), "drift").start
+    assert not decide(history("not enough data", "not enough data"), "drift").start
+    assert decide(history("drift", "drift"), "not enough data").streak == 2
 
 
 def test_a_calm_window_breaks_the_run():
-    d = decide(history("drifted", "not_drifted"), "drifted")
+    d = decide(history("drift", "no drift"), "drift")
     assert not d.start
     assert d.streak == 1
 
 
 def test_realised_mape_above_the_limit_starts_a_retrain_without_drift():
-    d = decide([], "not_drifted", mape=0.30)
+    d = decide([], "no drift", mape=0.30)
     assert d.start
     assert "realised MAPE 30.0% above monitor.max_mape 25.0%" in d.reason
-    assert not decide([], "not_drifted", mape=0.25).start
+    assert not decide([], "no drift", mape=0.25).start
     no_limit = MonitorConfig(consecutive=2, retrain_source=SOURCE)
-    assert not decide([], "not_drifted", mape=0.9, config=no_limit).start
+    assert not decide([], "no drift", mape=0.9, config=no_limit).start
 
 
 def test_no_retrain_source_means_no_retrain_and_says_how_to_set_it():
-    d = decide(history("drifted"), "drifted", config=MonitorConfig(consecutive=2))
+    d = decide(history("drift"), "drift", config=MonitorConfig(consecutive=2))
     assert not d.start
     assert "MONITOR_RETRAIN_SOURCE" in d.reason
 
 
 def test_one_retrain_per_incident_even_after_the_cooldown():
-    earlier = [*history("drifted"), Entry(time="t1", window="drifted", alarm=True, started=True)]
-    d = decide([*earlier, *history("drifted", "not_enough_data")], "drifted")
+    earlier = [*history("drift"), Entry(time="t1", window="drift", alarm=True, started=True)]
+    d = decide([*earlier, *history("drift", "not enough data")], "drift")
     assert not d.start
     assert "this incident's retrain already started at t1" in d.reason
     # a calm window ends the incident: the next run of drifted windows is a new one
-    assert decide([*earlier, *history("not_drifted", "drifted")], "drifted").start
+    assert decide([*earlier, *history("no drift", "drift")], "drift").start
 
 
 def test_cooldown_holds_back_a_new_incident():
     last = T0 + timedelta(days=10) - timedelta(hours=3)
-    d = decide(history("not_drifted", "drifted"), "drifted", last_retrain=last)
+    d = decide(history("no drift", "drift"), "drift", last_retrain=last)
     assert not d.start
     assert "cooling down" in d.reason
-    assert decide(history("drifted"), "drifted", last_retrain=last - timedelta(hours=22)).start
+    assert decide(history("drift"), "drift", last_retrain=last - timedelta(hours=22)).start
 
 
 def test_no_start_while_a_pipeline_runs_or_on_the_same_data():
-    d = decide(history("drifted"), "drifted", pipeline_running=True)
+    d = decide(history("drift"), "drift", pipeline_running=True)
     assert not d.start
     assert "a pipeline execution is running" in d.reason
-    d = decide(history("drifted"), "drifted", source_unchanged=True)
+    d = decide(history("drift"), "drift", source_unchanged=True)
     assert not d.start
     assert "same sha256" in d.reason
     assert "nothing registered" in d.reason
@@ -146,7 +146,7 @@ def run(store, window: str, hour: int, starter, *, dry_run=False, digest="new", 
 
 def test_ten_drifted_windows_in_a_row_start_one_retrain(store):
     starter = FakeStarter()
-    decisions = [run(store, "drifted", h, starter) for h in range(10)]
+    decisions = [run(store, "drift", h, starter) for h in range(10)]
     assert [d.start for d in decisions] == [False, True] + [False] * 8
     assert starter.starts == [(SOURCE, "new")]
     assert store.list(rt.RETRAINS) == [decisions[1].record]
@@ -158,17 +158,17 @@ def test_ten_drifted_windows_in_a_row_start_one_retrain(store):
     assert [e.started for e in state.history].count(True) == 1
     assert state.last_retrain == (T0 + timedelta(hours=1)).isoformat()
     # the drift calms, then returns: a new incident, a new retrain (on data refreshed again)
-    run(store, "not_drifted", 10, starter)
-    again = [run(store, "drifted", h, starter, digest="newer").start for h in (11, 12)]
+    run(store, "no drift", 10, starter)
+    again = [run(store, "drift", h, starter, digest="newer").start for h in (11, 12)]
     assert again == [False, True]
     assert len(starter.starts) == 2
 
 
 def test_dry_run_says_what_it_would_do_and_changes_nothing(store):
     starter = FakeStarter()
-    run(store, "drifted", 0, starter)
+    run(store, "drift", 0, starter)
     before = {k: store.read_bytes(k) for k in store.list()}
-    d = run(store, "drifted", 1, starter, dry_run=True)
+    d = run(store, "drift", 1, starter, dry_run=True)
     assert d.start
     assert d.dry_run
     assert d.reason.startswith("would start: retrain on")
@@ -178,23 +178,23 @@ def test_dry_run_says_what_it_would_do_and_changes_nothing(store):
 
 def test_no_retrain_while_a_pipeline_runs_then_one_when_it_ends(store):
     starter = FakeStarter(running=True)
-    run(store, "drifted", 0, starter)
-    assert not run(store, "drifted", 1, starter).start
+    run(store, "drift", 0, starter)
+    assert not run(store, "drift", 1, starter).start
     starter.is_running = False
-    assert run(store, "drifted", 2, starter).start
+    assert run(store, "drift", 2, starter).start
     assert len(starter.starts) == 1
 
 
 def test_the_same_data_as_the_last_training_registers_nothing(store):
     store.write_bytes("reports/ingest.json", json.dumps({"sha256": "old"}).encode())
     starter = FakeStarter()
-    run(store, "drifted", 0, starter, digest="old")
-    d = run(store, "drifted", 1, starter, digest="old")
+    run(store, "drift", 0, starter, digest="old")
+    d = run(store, "drift", 1, starter, digest="old")
     assert not d.start
     assert "same sha256" in d.reason
     assert starter.starts == []
     assert store.list(rt.RETRAINS) == []
-    assert run(store, "drifted", 2, starter, digest="refreshed").start
+    assert run(store, "drift", 2, starter, digest="refreshed").start
 
 
 def test_a_starter_that_fails_is_recorded_and_retried_next_run(store):
@@ -202,17 +202,17 @@ def test_a_starter_that_fails_is_recorded_and_retried_next_run(store):
         def start(self, source: str, sha: str) -> rt.Started:
             raise PipelineError("monitor: Cloud Run API answered 403")
 
-    run(store, "drifted", 0, FakeStarter())
+    run(store, "drift", 0, FakeStarter())
     with pytest.raises(PipelineError, match="403"):
-        run(store, "drifted", 1, Failing())
+        run(store, "drift", 1, Failing())
     assert rt.read_state(store).history[-1].reason.startswith("retrain failed to start")
-    assert run(store, "drifted", 2, FakeStarter()).start
+    assert run(store, "drift", 2, FakeStarter()).start
 
 
 def test_a_damaged_state_record_is_an_error_not_a_fresh_start(store):
     store.write_bytes(rt.STATE, b"{not json")
     with pytest.raises(PipelineError, match=r"monitor/state\.json"):
-        run(store, "drifted", 0, FakeStarter())
+        run(store, "drift", 0, FakeStarter())
 
 
 def test_the_source_checksum_is_the_bytes_ingest_reads(tmp_path):
@@ -347,7 +347,7 @@ def test_a_calm_run_asks_neither_the_pipeline_nor_the_data(store):
     d = rt.consider(
         store,
         SETTINGS,
-        Outcome(window="drifted"),
+        Outcome(window="drift"),
         T0,
         dry_run=False,
         starter=Unreachable(),
