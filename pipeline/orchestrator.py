@@ -17,7 +17,7 @@ from typing import Any
 import msgspec
 
 from housing_platform.artifact_store import ArtifactStore, sha256, to_json
-from pipeline import catalog
+from pipeline import catalog, run_lock
 from pipeline.code_fingerprint import code_fingerprint
 from pipeline.errors import PipelineError
 from pipeline.experiment_tracking import Tracker
@@ -120,53 +120,57 @@ def run_pipeline(
     results: list[StepResult] = []
     fingerprints: dict[str, str] = {}
     code: dict[str, str] = {}
-    status = "FINISHED"
+    status = "FAILED"  # until every step has finished
     try:
-        for i, name in enumerate(names, 1):
-            spec = catalog.BY_NAME[name]
-            prefix = f"[{i}/{len(names)}] {name:<9}"
-            began = time.perf_counter()
-            fp = fingerprint(
-                spec, settings, store, fingerprints, code.setdefault(name, step_code(name))
-            )
-            fingerprints[name] = fp
-            if not force and is_fresh(spec, store, fp):
-                results.append(StepResult(name, "cached", time.perf_counter() - began, fp))
-                echo(f"{prefix} cached")
-                continue
-            echo(f"{prefix} running…")
-            module = importlib.import_module(f"pipeline.steps.{name}")
-            with tracker.step(name) as step_tracker:
-                ctx = StepContext(spec, settings, store, step_tracker, gcs_client, fp)
-                try:
-                    summary = module.run(ctx) or {}
-                except PipelineError:
-                    status = "FAILED"
-                    raise
-                except Exception as exc:
-                    status = "FAILED"
-                    raise PipelineError(f"step {name} failed: {type(exc).__name__}: {exc}") from exc
-                missing = [k for k in spec.outputs if k not in ctx.staged]
-                if missing:
-                    status = "FAILED"
-                    raise PipelineError(f"step {name} did not write {missing}")
-                undeclared = sorted(k for k in ctx.staged if k not in spec.outputs)
-                if undeclared:
-                    status = "FAILED"
-                    raise PipelineError(
-                        f"step {name} wrote {undeclared[0]!r}, which it does not declare: "
-                        "add it to the step's outputs in pipeline/catalog.py"
-                    )
-                for key, data in ctx.staged.items():
-                    store.write_bytes(key, data)
-                seconds = time.perf_counter() - began
-                store.write_bytes(
-                    _state_key(name),
-                    to_json({"fingerprint": fp, "seconds": seconds, "summary": summary}),
+        with run_lock.holding(settings.home_path):
+            for i, name in enumerate(names, 1):
+                spec = catalog.BY_NAME[name]
+                prefix = f"[{i}/{len(names)}] {name:<9}"
+                began = time.perf_counter()
+                fp = fingerprint(
+                    spec, settings, store, fingerprints, code.setdefault(name, step_code(name))
                 )
-                step_tracker.metrics({"step_seconds": seconds})
-            results.append(StepResult(name, "ran", seconds, fp, summary))
-            echo(f"{prefix} done in {seconds:.1f}s  {_short(summary)}")
+                fingerprints[name] = fp
+                if not force and is_fresh(spec, store, fp):
+                    results.append(StepResult(name, "cached", time.perf_counter() - began, fp))
+                    echo(f"{prefix} cached")
+                    continue
+                echo(f"{prefix} running…")
+                module = importlib.import_module(f"pipeline.steps.{name}")
+                with tracker.step(name) as step_tracker:
+                    ctx = StepContext(spec, settings, store, step_tracker, gcs_client, fp)
+                    try:
+                        summary = module.run(ctx) or {}
+                    except PipelineError:
+                        status = "FAILED"
+                        raise
+                    except Exception as exc:
+                        status = "FAILED"
+                        raise PipelineError(
+                            f"step {name} failed: {type(exc).__name__}: {exc}"
+                        ) from exc
+                    missing = [k for k in spec.outputs if k not in ctx.staged]
+                    if missing:
+                        status = "FAILED"
+                        raise PipelineError(f"step {name} did not write {missing}")
+                    undeclared = sorted(k for k in ctx.staged if k not in spec.outputs)
+                    if undeclared:
+                        status = "FAILED"
+                        raise PipelineError(
+                            f"step {name} wrote {undeclared[0]!r}, which it does not declare: "
+                            "add it to the step's outputs in pipeline/catalog.py"
+                        )
+                    for key, data in ctx.staged.items():
+                        store.write_bytes(key, data)
+                    seconds = time.perf_counter() - began
+                    store.write_bytes(
+                        _state_key(name),
+                        to_json({"fingerprint": fp, "seconds": seconds, "summary": summary}),
+                    )
+                    step_tracker.metrics({"step_seconds": seconds})
+                results.append(StepResult(name, "ran", seconds, fp, summary))
+                echo(f"{prefix} done in {seconds:.1f}s  {_short(summary)}")
+        status = "FINISHED"
     finally:
         tracker.finish(status)
     return results

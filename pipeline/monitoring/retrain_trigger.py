@@ -9,8 +9,9 @@ Three layers:
   decision, newest last) and ``monitor/retrains/<time>.json`` (one per retrain started), both
   written atomically.
 - Two starters behind :class:`Starter`: :class:`LocalStarter` (``python -m pipeline run`` in a
-  child process holding ``<home>/pipeline.lock``) and :class:`CloudRunStarter` (the
-  ``housing-pipeline`` Cloud Run job, run with overrides through the Admin API v2).
+  child process, which holds ``<home>/pipeline.lock`` as every run does: ``pipeline.run_lock``)
+  and :class:`CloudRunStarter` (the ``housing-pipeline`` Cloud Run job, run with overrides
+  through the Admin API v2).
 
 :func:`consider` ties them together; it is what the monitor run calls once per window.
 
@@ -29,11 +30,11 @@ Rules (README: The retrain trigger):
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -41,6 +42,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
+from pipeline import run_lock
 from pipeline.errors import PipelineError
 from pipeline.monitoring.drift import Status
 
@@ -52,8 +54,8 @@ STATE = "monitor/state.json"
 RETRAINS = "monitor/retrains/"
 #: Runs kept in ``monitor/state.json`` (the newest); enough for any ``consecutive`` setting.
 HISTORY_KEPT = 1000
-#: The file a running pipeline holds an exclusive ``flock`` on, under the pipeline's home.
-LOCK_FILE = "pipeline.lock"
+#: How long a started child may take to hold the pipeline lock (its imports, on a busy machine).
+LOCK_DEADLINE_S = 300.0
 
 #: A window's outcome for the serving version, in the drift report's words
 #: (``pipeline.monitoring.drift.Status``: ``WindowDrift.status``).
@@ -242,9 +244,8 @@ def pipeline_args(source: str, sha256: str) -> list[str]:
 
 class LocalStarter:
     """Runs the pipeline in a child process of this machine, detached, logging to
-    ``<home>/monitor/retrain-<time>.log``. The child inherits an exclusive ``flock`` on
-    ``<home>/pipeline.lock`` and holds it until it exits: a pipeline "runs" while that lock is
-    held, by this starter's child or any process that takes the same lock."""
+    ``<home>/monitor/retrain-<time>.log``. A pipeline "runs" while a process holds the home's
+    pipeline lock (``pipeline.run_lock``): this starter's child, or any other run."""
 
     def __init__(
         self,
@@ -258,22 +259,12 @@ class LocalStarter:
         self.python = python
         self.env = env
 
-    @property
-    def lock_path(self) -> Path:
-        return self.home / LOCK_FILE
-
     def running(self) -> bool:
-        if not self.lock_path.exists():
-            return False
-        with self.lock_path.open("a+b") as fh:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return True
-            fcntl.flock(fh, fcntl.LOCK_UN)
-            return False
+        return run_lock.is_held(self.home)
 
     def start(self, source: str, sha256: str) -> Started:
+        if self.running():
+            raise PipelineError("monitor: a pipeline execution holds the lock")
         self.home.mkdir(parents=True, exist_ok=True)
         logs = self.home / "monitor"
         logs.mkdir(exist_ok=True)
@@ -282,22 +273,26 @@ class LocalStarter:
         if self.config_file:
             argv += ["--config", self.config_file]
         env = {**os.environ, **(self.env or {}), "HOUSING_MLOPS_HOME": str(self.home)}
-        with self.lock_path.open("a+b") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise PipelineError("monitor: a pipeline execution holds the lock") from None
-            with log.open("wb") as out:
-                proc = subprocess.Popen(
-                    argv,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    env=env,
-                    pass_fds=(lock.fileno(),),
-                    start_new_session=True,
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,
+            )
+        # Started means running: wait until the child holds the lock (or has already ended), so
+        # the next monitor run can't start a second one in between.
+        deadline = time.monotonic() + LOCK_DEADLINE_S
+        while not self.running():
+            if proc.poll() is not None:
+                raise PipelineError(
+                    f"monitor: the retrain ended at once (exit {proc.returncode}); see {log}"
                 )
-        # This process's descriptor is closed; the child's copy keeps the lock until it exits.
+            if time.monotonic() > deadline:
+                raise PipelineError(f"monitor: the retrain took no lock in time; see {log}")
+            time.sleep(0.05)
         return Started(how="local", ref=f"pid {proc.pid}, log {log}")
 
 

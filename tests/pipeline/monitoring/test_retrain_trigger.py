@@ -17,6 +17,7 @@ import pytest
 import requests
 
 from housing_platform.artifact_store import LocalStore, sha256
+from pipeline import run_lock
 from pipeline.errors import PipelineError
 from pipeline.monitoring import retrain_trigger as rt
 from pipeline.monitoring.retrain_trigger import Entry, Outcome
@@ -225,27 +226,34 @@ def test_the_source_checksum_is_the_bytes_ingest_reads(tmp_path):
 
 
 def test_the_local_starter_runs_the_pipeline_and_holds_the_lock_while_it_runs(tmp_path):
-    """The child (a stand-in for ``python``) records its arguments and blocks on a FIFO until the
-    test releases it; the pipeline counts as running exactly while the child lives."""
+    """The child (a stand-in for ``python``) takes the pipeline lock as every run does, records
+    its arguments and blocks on a FIFO until the test releases it; the pipeline counts as
+    running exactly while the child lives, and a second start is refused meanwhile."""
     fifo, argv_file = tmp_path / "release", tmp_path / "argv.json"
     os.mkfifo(fifo)
     fake = tmp_path / "python"
     fake.write_text(
-        f"#!{sys.executable}\nimport json, sys\n"
-        f"open({str(argv_file)!r}, 'w').write(json.dumps(sys.argv[1:]))\n"
-        f"open({str(fifo)!r}).read()\n"
+        f"#!{sys.executable}\nimport json, os, sys\nfrom pathlib import Path\n"
+        "from pipeline.run_lock import holding\n"
+        "with holding(Path(os.environ['HOUSING_MLOPS_HOME'])):\n"
+        f"    open({str(argv_file)!r}, 'w').write(json.dumps(sys.argv[1:]))\n"
+        f"    open({str(fifo)!r}).read()\n"
     )
     fake.chmod(0o755)
     starter = rt.LocalStarter(tmp_path / "home", config_file="c.toml", python=str(fake))
     assert not starter.running()
-    started = starter.start(SOURCE, "abc")
+    started = starter.start(SOURCE, "abc")  # returns once the child holds the lock
     pid = int(started.ref.split()[1].rstrip(","))
     try:
-        wait_until(argv_file.exists, "the child recording its arguments")
         assert starter.running()
         with pytest.raises(PipelineError, match="holds the lock"):
             starter.start(SOURCE, "abc")
-        wait_until(lambda: argv_file.read_text(), "the arguments written")
+        with (
+            pytest.raises(PipelineError, match="another pipeline run is using"),
+            run_lock.holding(tmp_path / "home"),
+        ):
+            pass
+        wait_until(lambda: argv_file.exists() and argv_file.read_text(), "the arguments written")
         args = json.loads(argv_file.read_text())
         assert args == ["-m", "pipeline", *rt.pipeline_args(SOURCE, "abc"), "--config", "c.toml"]
         assert "--force" in args
@@ -257,6 +265,15 @@ def test_the_local_starter_runs_the_pipeline_and_holds_the_lock_while_it_runs(tm
             os.kill(pid, signal.SIGKILL)
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, 0)
+
+
+def test_a_child_that_ends_at_once_is_an_error_naming_its_log(tmp_path):
+    fake = tmp_path / "python"
+    fake.write_text(f"#!{sys.executable}\nimport sys\nsys.exit(3)\n")
+    fake.chmod(0o755)
+    starter = rt.LocalStarter(tmp_path / "home", python=str(fake))
+    with pytest.raises(PipelineError, match=r"ended at once \(exit 3\); see .*retrain-"):
+        starter.start(SOURCE, "abc")
 
 
 # --- the Cloud Run starter -----------------------------------------------------------------------
