@@ -37,6 +37,7 @@ REGISTRATION = "decisions/register.json"
 #: Model exports: ``models/<name>/<version or alias>/…`` (see model_runtime/exports.py).
 EXPORTS = exports.EXPORTS
 INGEST_REPORT = "reports/ingest.json"
+FEATURE_IMPORTANCE = "reports/feature_importance.csv"
 
 CATALOG: tuple[StepSpec, ...] = (
     StepSpec("ingest", (), (RAW, INGEST_REPORT)),
@@ -60,13 +61,18 @@ CATALOG: tuple[StepSpec, ...] = (
             EVALUATION,
             "reports/errors_by_ocean_proximity.csv",
             "reports/errors_by_income.csv",
-            "reports/feature_importance.csv",
+            FEATURE_IMPORTANCE,
             "reports/residuals.png",
             "reports/predicted_vs_actual.png",
         ),
     ),
+    # Register also reads the training side and the importances: the version's reference
+    # profile (pipeline/monitoring/profile.py) is made of them.
     StepSpec(
-        "register", (MODEL, EVALUATION, TEST, INGEST_REPORT), (REGISTRATION,), trees=(EXPORTS,)
+        "register",
+        (MODEL, EVALUATION, TRAIN, TEST, INGEST_REPORT, FEATURE_IMPORTANCE),
+        (REGISTRATION,),
+        trees=(EXPORTS,),
     ),
 )
 

@@ -58,6 +58,26 @@ def _parser() -> argparse.ArgumentParser:
         "--since", help="oldest prediction the labels may belong to, ISO 8601 (default: 90 days)"
     )
 
+    profile = sub.add_parser(
+        "profile", help="log a reference profile with a version registered before profiles"
+    )
+    profile.add_argument("--config", help="TOML file of settings")
+    profile.add_argument("--version", required=True, help="model version")
+
+    monitor = sub.add_parser(
+        "monitor", help="drift of the logged inputs and prices against each version's profile"
+    )
+    monitor.add_argument("--config", help="TOML file of settings")
+    monitor.add_argument(
+        "--window", help="how far back from now, e.g. 24h, 90m, 2d (monitor.window_hours)"
+    )
+    monitor.add_argument("--since", help="window start, ISO 8601 (UTC unless it says)")
+    monitor.add_argument("--until", help="window end, ISO 8601 (default: now)")
+    monitor.add_argument("--model-version", help="only this version (default: every one logged)")
+    monitor.add_argument(
+        "--dry-run", action="store_true", help="compute and print; write, log and compact nothing"
+    )
+
     sub.add_parser("steps", help="list the steps with what each reads and writes")
     return parser
 
@@ -177,6 +197,24 @@ def _feedback(args: argparse.Namespace) -> int:
     return 0
 
 
+def _profile(args: argparse.Namespace) -> int:
+    from housing_platform.artifact_store import open_store
+    from pipeline.experiment_tracking import configure_mlflow
+    from pipeline.monitoring.backfill import backfill
+
+    settings = _settings(args)
+    configure_mlflow(settings)
+    for prefix in backfill(settings, open_store(settings.store_uri), args.version):
+        print(f"profiled version {args.version}: {prefix} carries it")
+    return 0
+
+
+def _monitor(args: argparse.Namespace) -> int:
+    from pipeline.monitoring import monitor
+
+    return monitor.main(_settings(args), args)
+
+
 def _steps() -> int:
     for spec in catalog.CATALOG:
         print(f"{spec.name:<9} reads: {', '.join(spec.inputs) or '-'}")
@@ -202,6 +240,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _replay(args)
         if args.command == "feedback":
             return _feedback(args)
+        if args.command == "profile":
+            return _profile(args)
+        if args.command == "monitor":
+            return _monitor(args)
         return _steps()
     except (PipelineError, SettingsError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -24,6 +24,7 @@ copies of the logged model's files.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -31,6 +32,8 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 import numpy as np
+
+from pipeline.errors import PipelineError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -49,7 +52,7 @@ PREDICTION = "price"
 SIGNIFICANT = 7
 
 
-class ProfileError(ValueError):
+class ProfileError(PipelineError):
     """A profile that can't be built, stored or read; the message names it and the fix."""
 
 
@@ -63,8 +66,15 @@ class Grid(msgspec.Struct, frozen=True, kw_only=True):
     tail_max: float = 0.04
 
     def levels(self) -> np.ndarray:
-        ends = np.geomspace(self.tail_min, self.tail_max, self.tail)
-        return np.unique(np.concatenate([np.linspace(0.0, 1.0, self.body + 1), ends, 1 - ends]))
+        return _levels(self.body, self.tail, self.tail_min, self.tail_max)
+
+
+@functools.lru_cache(maxsize=8)
+def _levels(body: int, tail: int, tail_min: float, tail_max: float) -> np.ndarray:
+    ends = np.geomspace(tail_min, tail_max, tail)
+    levels = np.unique(np.concatenate([np.linspace(0.0, 1.0, body + 1), ends, 1 - ends]))
+    levels.flags.writeable = False  # shared by every caller
+    return levels
 
 
 class NumericReference(msgspec.Struct, frozen=True, kw_only=True):
@@ -248,3 +258,29 @@ def read(store: ArtifactStore, model_name: str, version: str) -> Profile:
     except exports.ExportError as exc:
         raise ProfileError(f"model {model_name} version {version}: {exc}") from None
     return decode(data, f"{prefix}/{FILENAME}")
+
+
+def log_to_version(model_name: str, version: str, profile: Profile) -> None:
+    """Log the profile as an artifact of the version's logged model (beside ``model.onnx``),
+    so the version's downloads and exports carry it. Uses the active MLflow tracking URI."""
+    import tempfile
+    from pathlib import Path
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    mv = client.get_model_version(model_name, version)
+    # MLflow 3 registers a logged model by its URI, ``models:/<model id>``; model_id is not
+    # always filled in on the version itself.
+    source = str(mv.source or "")
+    model_id = mv.model_id or (
+        source.removeprefix("models:/") if source.startswith("models:/m-") else ""
+    )
+    if not model_id:
+        raise ProfileError(f"model {model_name} version {version} has no logged model to hold it")
+    data = encode(profile.stamped(model_name, version))
+    check_size(data)
+    with tempfile.TemporaryDirectory(prefix="housing-profile-") as tmp:
+        path = Path(tmp) / FILENAME
+        path.write_bytes(data)
+        client.log_model_artifact(model_id, str(path))

@@ -1,7 +1,8 @@
 """Evaluate: refit the tuned model on the whole training side and score it on the test side.
 
 This is the only step besides register that reads the test set. It writes the candidate model,
-metrics overall, per ocean_proximity and per income band, plots and permutation importances.
+metrics overall, per ocean_proximity and per income band, plots and permutation importances
+(the register step keeps these with the version, in its reference profile).
 """
 
 from __future__ import annotations
@@ -112,7 +113,7 @@ def run(ctx: StepContext) -> dict[str, Any]:
     )
     ctx.write_frame("reports/errors_by_ocean_proximity.csv", by_ocean)
     ctx.write_frame("reports/errors_by_income.csv", by_income)
-    ctx.write_frame("reports/feature_importance.csv", importance)
+    ctx.write_frame(catalog.FEATURE_IMPORTANCE, importance)
     fig_res, fig_pva = plots(y_test.to_numpy(dtype=float), predictions)
     ctx.write_figure("reports/residuals.png", fig_res)
     ctx.write_figure("reports/predicted_vs_actual.png", fig_pva)

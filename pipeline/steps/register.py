@@ -2,7 +2,8 @@
 
 The challenger becomes champion when there is none yet, or when it beats the current champion
 on this same test set by the configured margin (``register.promotion = "auto"``). Each version
-is also exported to the artifact store, the service's fallback when MLflow is unreachable.
+is also exported to the artifact store, the service's fallback when MLflow is unreachable, with
+its reference profile (what it was trained on, for the drift monitor) among its files.
 """
 
 from __future__ import annotations
@@ -12,9 +13,13 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import joblib
+import numpy as np
+import pandas as pd
 
+from model_runtime import contract
 from pipeline import catalog, model_registry
 from pipeline.cv import xy
+from pipeline.monitoring import profile
 
 if TYPE_CHECKING:
     from pipeline.step_context import StepContext
@@ -34,6 +39,18 @@ def version_tags(
     return tags
 
 
+def reference_profile(
+    model: Any, train: pd.DataFrame, X_test: pd.DataFrame, importance: pd.DataFrame
+) -> profile.Profile:
+    """What the version was trained on: its training inputs, its prices on the test side and
+    the evaluate step's importances."""
+    X_train, _ = xy(train)
+    predictions = np.asarray(model.predict(X_test), dtype=float)
+    return profile.build(
+        X_train[list(contract.FEATURES)], predictions, importance, [contract.CATEGORICAL]
+    )
+
+
 def run(ctx: StepContext) -> dict[str, Any]:
     config = ctx.settings.register
     model = joblib.load(io.BytesIO(ctx.read_bytes(catalog.MODEL)))
@@ -41,6 +58,8 @@ def run(ctx: StepContext) -> dict[str, Any]:
     ingest = ctx.read_json(catalog.INGEST_REPORT)
     X_test, y_test = xy(ctx.read_frame(catalog.TEST))
     wandb_path = ctx.tracker.wandb_path if ctx.tracker else ""
+    importance = pd.read_csv(io.BytesIO(ctx.read_bytes(catalog.FEATURE_IMPORTANCE)))
+    reference = reference_profile(model, ctx.read_frame(catalog.TRAIN), X_test, importance)
 
     reg = model_registry.Registry(config.model_name)
     champion_metrics = reg.score(model_registry.CHAMPION, X_test, y_test)
@@ -48,6 +67,8 @@ def run(ctx: StepContext) -> dict[str, Any]:
     run_id = ctx.tracker.run_id if ctx.tracker else ""
     tags = version_tags(evaluation, ingest, wandb_path) | {"fast_form": fast_form}
     version = reg.register(model_uri, tags)
+    # Before the export is made: the export copies the logged model's files, profile included.
+    profile.log_to_version(config.model_name, version, reference)
 
     challenger_rmse = evaluation["test_metrics"]["rmse"]
     champion_rmse = champion_metrics["rmse"] if champion_metrics else None
