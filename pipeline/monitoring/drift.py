@@ -19,6 +19,7 @@ scipy are needed: the monitor never imports Evidently (tests/parity checks the d
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -152,12 +153,10 @@ def psi_numeric(ref: NumericReference, grid: Grid, current: Any) -> float:
 def _category_shares(ref: CategoricalReference, current: Sequence[Any]) -> tuple[np.ndarray, ...]:
     present = [str(v) for v in current if v is not None and v == v]  # NaN != NaN
     keys = sorted(set(ref.counts) | set(present))
-    cur_counts = dict.fromkeys(keys, 0)
-    for v in present:
-        cur_counts[v] += 1
+    cur_counts = Counter(present)
     n_cur = max(len(present), 1)
     r = np.array([ref.counts.get(k, 0) / ref.count for k in keys], dtype=float)
-    c = np.array([cur_counts[k] / n_cur for k in keys], dtype=float)
+    c = np.array([cur_counts.get(k, 0) / n_cur for k in keys], dtype=float)
     return r, c
 
 
