@@ -91,6 +91,14 @@ def pipeline(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def monitor(session: nox.Session) -> None:
+    """Drift of the logged houses against each version's profile: `nox -s monitor --
+    [--window 24h | --since T --until T] [--model-version N] [--dry-run]`."""
+    install(session, "pipeline")
+    session.run("python", "-m", "pipeline", "monitor", *session.posargs, env=offline_env())
+
+
+@nox.session(python=PYTHON)
 def serve(session: nox.Session) -> None:
     """The inference service on 127.0.0.1:8080, serving the pipeline's champion."""
     install(session, "service")
@@ -127,7 +135,38 @@ def tests(session: nox.Session) -> None:
     passwordless sudo); otherwise stops at once, naming what to install."""
     env = offline_env(**ensure_system_tools(session))
     install(session, "dev")
-    session.run("pytest", *session.posargs, env=env)
+    main_args, parity_args = split_parity(session.posargs)
+    if main_args is not None:
+        session.run("pytest", *main_args, env=env)
+    if parity_args is not None:
+        parity_tests(session, parity_args, env)
+
+
+PARITY = "tests/parity"
+
+
+def split_parity(posargs: list[str]) -> tuple[list[str] | None, list[str] | None]:
+    """Who runs what: no arguments runs both suites; arguments naming tests/parity run it
+    alone; any other arguments are the main suite's."""
+    if not posargs:
+        return [], [PARITY]
+    if any(a.startswith(PARITY) for a in posargs):
+        return None, list(posargs)
+    return list(posargs), None
+
+
+def parity_tests(session: nox.Session, args: list[str], env: dict[str, str]) -> None:
+    """tests/parity (the monitor's decisions against Evidently's) in the parity group's own
+    environment beside the session's: Evidently needs pandas 2, the project pandas 3. The main
+    suite's options (which ignore tests/parity) and its conftest are left out."""
+    location = str(Path(session.virtualenv.location).with_name("tests-parity"))
+    install(session, "parity", location=location)
+    python = str(Path(location) / "bin" / "python")
+    session.run(
+        python, "-m", "pytest", "-o", "addopts=-ra --strict-markers",
+        f"--confcutdir={PARITY}", "-p", "no:cacheprovider", *args,
+        env=env, external=True,
+    )  # fmt: skip
 
 
 def ensure_system_tools(session: nox.Session) -> dict[str, str]:

@@ -28,6 +28,7 @@ OFFLINE_SESSIONS = {
     "plan": ["dev"],
     "pin": ["dev", "--image", "ui=r/ui@sha256:" + "0" * 64],
     "pipeline": ["report"],
+    "monitor": ["--window", "24h", "--dry-run"],
 }
 
 
@@ -129,3 +130,39 @@ def test_pin_and_a_promote_given_its_revision_need_no_pulumi_cli(noxfile):
         pytest.raises(SystemExit, match="Pulumi CLI is not installed"),
     ):
         noxfile.promote(without_revision)
+
+
+def test_monitor_runs_the_pipelines_monitor_command_with_its_options(noxfile):
+    session = RecordingSession("monitor", ["--window", "6h", "--model-version", "3"])
+    noxfile.monitor(session)
+    ((args, _),) = session.runs
+    assert args == ("python", "-m", "pipeline", "monitor", "--window", "6h", "--model-version", "3")
+
+
+def test_the_tests_session_runs_the_parity_suite_in_its_own_environment(noxfile):
+    """Evidently needs pandas 2: tests/parity runs with the parity group's python, apart from
+    the main suite (whose options ignore tests/parity) and its conftest."""
+    session = RecordingSession("tests", [])
+    installed: list[dict[str, str]] = []
+    session.run_install = lambda *a, env=None, **k: installed.append(env)  # type: ignore[method-assign]
+    with mock.patch.object(noxfile, "ensure_system_tools", return_value={}):
+        noxfile.tests(session)
+    (main_args, _), (parity_args, parity_env) = session.runs
+    assert main_args == ("pytest",)
+    assert parity_args[0] == "/nonexistent/tests-parity/bin/python"
+    assert "--confcutdir=tests/parity" in parity_args
+    assert parity_args[-1] == "tests/parity"
+    assert {"UV_PROJECT_ENVIRONMENT": "/nonexistent/tests-parity"} in installed
+    assert parity_env["GCE_METADATA_HOST"] == "127.0.0.1:9"
+
+
+@pytest.mark.parametrize(
+    ("posargs", "main", "parity"),
+    [
+        ([], [], ["tests/parity"]),
+        (["-x", "tests/pipeline"], ["-x", "tests/pipeline"], None),
+        (["tests/parity", "-k", "psi"], None, ["tests/parity", "-k", "psi"]),
+    ],
+)
+def test_tests_session_arguments_choose_the_suite(noxfile, posargs, main, parity):
+    assert noxfile.split_parity(posargs) == (main, parity)
