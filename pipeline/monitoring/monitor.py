@@ -228,11 +228,24 @@ def to_markdown(report: MonitorReport) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _no_nan(value: Any) -> Any:
+    """JSON has no NaN: a statistic that can't be computed is null."""
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _no_nan(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_no_nan(v) for v in value]
+    return value
+
+
 def report_json(report: MonitorReport) -> bytes:
     import json
 
     return (
-        json.dumps(msgspec.to_builtins(report), indent=2, allow_nan=False, default=str).encode()
+        json.dumps(
+            _no_nan(msgspec.to_builtins(report)), indent=2, allow_nan=False, default=str
+        ).encode()
         + b"\n"
     )
 
@@ -342,7 +355,7 @@ def tracked(settings: Settings, report: MonitorReport, figures: dict[str, Any]) 
         )
         mlflow.log_params({"since": report.since, "until": report.until})
         mlflow.log_metrics(metrics)
-        mlflow.log_dict(msgspec.to_builtins(report), "monitor_report.json")
+        mlflow.log_dict(_no_nan(msgspec.to_builtins(report)), "monitor_report.json")
         for key, figure in figures.items():
             mlflow.log_figure(figure, key.rsplit("/", 1)[-1])
     t = settings.tracking

@@ -326,3 +326,18 @@ def msgspec_free(report: monitor.MonitorReport) -> monitor.MonitorReport:
     import msgspec
 
     return msgspec.structs.replace(report, plots=[], compacted=[])
+
+
+def test_an_input_missing_from_every_logged_house_is_drift_with_a_null_value(
+    home, store, reference, halves
+):
+    _, held_out = halves
+    put_profile(store, "1", reference)
+    houses = held_out.iloc[:500].copy()
+    houses["total_bedrooms"] = None
+    put_log(store, houses, "1", WINDOW.since + timedelta(hours=1))
+    _, key = run(home, store)
+    entries = {c["feature"]: c for c in json.loads(store.read_bytes(key))["versions"][0]["columns"]}
+    assert entries["total_bedrooms"]["value"] is None
+    assert entries["total_bedrooms"]["drift"] is True
+    assert entries["total_bedrooms"]["current_rows"] == 0
