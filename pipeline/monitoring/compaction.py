@@ -5,11 +5,11 @@ version, instead of one per flush of every instance.
 ``prediction_records.read_window`` lists, so readers find it like any other object. The hash is
 of the source objects' names, which the compacted object also lists in its parquet metadata.
 Order: write the compacted object (atomically: one upload, or a rename locally), then delete
-its sources. A run that stops in between leaves both; the next run finishes that compaction
-first (deletes the sources its metadata lists) before anything else, so no row is lost and a
-duplicate never outlives one run. A reader listing the partition during those deletes may see
-both; readers that must never count a row twice skip objects a compacted one lists
-(:func:`superseded`).
+its sources. A run that stops in between leaves both; the next monitor run finishes that
+compaction (deletes the sources its metadata lists) before it reads the log, so no row is lost
+and the monitor never counts one twice. Another reader listing the partition during those
+deletes may still see both: ``read_window`` would need to skip the objects a compacted one lists
+(:func:`superseded`) to rule that out.
 """
 
 from __future__ import annotations
@@ -104,6 +104,21 @@ def compact_partition(store: ArtifactStore, day: date, model_version: str) -> Co
         sources=len(keys),
         rows=table.num_rows,
     )
+
+
+def finish_interrupted(store: ArtifactStore, days: Iterable[date]) -> list[str]:
+    """Delete the sources of compactions that stopped before deleting them, so a reader that
+    follows sees each row once; returns the keys deleted."""
+    deleted: list[str] = []
+    for day in sorted(set(days)):
+        for version in versions_on(store, day):
+            keys = store.list(partition_prefix(day, version))
+            if not any(is_compacted(k) for k in keys):
+                continue
+            for key in sorted(superseded(store, keys)):
+                store.delete(key)
+                deleted.append(key)
+    return deleted
 
 
 def versions_on(store: ArtifactStore, day: date) -> list[str]:

@@ -401,6 +401,11 @@ def run(
 ) -> tuple[MonitorReport, str | None]:
     """One monitor run; returns the report and the key of its JSON (None on a dry run)."""
     now = now or datetime.now(UTC)
+    if not dry_run:
+        # A compaction stopped half-way leaves rows twice in the log: finish it before reading.
+        compaction.finish_interrupted(
+            store, compaction.days_between(window.since.date(), window.until.date())
+        )
     report, inputs = analyse(store, settings, window, model_version, now)
     # After the report is computed: everything else reads this one typed object.
     if after_report is not None:

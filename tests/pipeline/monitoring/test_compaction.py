@@ -125,3 +125,20 @@ def test_a_damaged_object_stops_its_partition_and_deletes_nothing(store):
     with pytest.raises(prediction_records.PredictionLogError, match=damaged):
         compaction.compact_partition(store, DAY, "2")
     assert len(store.list(prefix)) == 8
+
+
+def test_the_monitor_finishes_an_interrupted_compaction_before_it_reads(store, monkeypatch):
+    before = everything(store)
+    real_delete = store.delete
+
+    def crash(key: str) -> None:
+        raise OSError("the job was stopped")
+
+    monkeypatch.setattr(store, "delete", crash)
+    with pytest.raises(OSError, match="stopped"):
+        compaction.compact_partition(store, DAY, "1")
+    monkeypatch.setattr(store, "delete", real_delete)
+    assert len(everything(store)) == len(before) + 400  # the compacted copy and its sources
+    deleted = compaction.finish_interrupted(store, [DAY, TODAY])
+    assert len(deleted) == 8
+    pd.testing.assert_frame_equal(everything(store), before)
