@@ -36,6 +36,10 @@ COLUMNS = (
     "status",
     "latency_ms",
 )
+#: A day that is over is compacted into ``…/model_version=V/compacted/<hash>.parquet``, whose
+#: parquet metadata lists the objects it holds (``pipeline.monitoring.compaction``).
+COMPACTED = "compacted/"
+SOURCES_KEY = b"housing_mlops.compacted_from"
 _KEY = re.compile(
     r"^predictions/date=(?P<day>\d{4}-\d{2}-\d{2})/model_version=(?P<version>[^/]+)/.+\.parquet$"
 )
@@ -77,6 +81,20 @@ def partition(key: str) -> tuple[date, str] | None:
     return date.fromisoformat(match["day"]), match["version"]
 
 
+def is_compacted(key: str) -> bool:
+    return f"/{COMPACTED}" in key
+
+
+def sources_of(data: bytes) -> list[str]:
+    """The object names a compacted object was made from (its parquet metadata)."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    meta = pq.read_schema(io.BytesIO(data)).metadata or {}
+    return list(json.loads(meta.get(SOURCES_KEY, b"[]")))
+
+
 def keys_in(
     store: ArtifactStore, since: datetime, until: datetime, model_version: str | None = None
 ) -> list[str]:
@@ -98,14 +116,25 @@ def read_window(
     store: ArtifactStore, since: datetime, until: datetime, model_version: str | None = None
 ) -> pd.DataFrame:
     """Every logged house priced in [since, until) (optionally of one model version), as a frame
-    with :data:`COLUMNS`. A corrupt object is an error naming it, never silently skipped."""
+    with :data:`COLUMNS`, each row once even while a compaction is deleting its sources. A corrupt
+    object is an error naming it, never silently skipped."""
     import pandas as pd
     import pyarrow.parquet as pq
 
+    keys = keys_in(store, since, until, model_version)
+    # Compacted objects first: the sources they hold may still be listed while compaction deletes
+    # them, and must not be counted twice.
+    keys.sort(key=lambda k: not is_compacted(k))
+    held: set[str] = set()
     frames = []
-    for key in keys_in(store, since, until, model_version):
+    for key in keys:
+        if key in held:
+            continue
         try:
-            frames.append(pq.read_table(io.BytesIO(store.read_bytes(key))).to_pandas())
+            data = store.read_bytes(key)
+            if is_compacted(key):
+                held.update(sources_of(data))
+            frames.append(pq.read_table(io.BytesIO(data)).to_pandas())
         except Exception as exc:  # pyarrow raises several types for a damaged file
             raise PredictionLogError(f"prediction log object {key} can't be read: {exc}") from exc
     if not frames:

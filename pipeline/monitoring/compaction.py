@@ -6,10 +6,9 @@ version, instead of one per flush of every instance.
 of the source objects' names, which the compacted object also lists in its parquet metadata.
 Order: write the compacted object (atomically: one upload, or a rename locally), then delete
 its sources. A run that stops in between leaves both; the next monitor run finishes that
-compaction (deletes the sources its metadata lists) before it reads the log, so no row is lost
-and the monitor never counts one twice. Another reader listing the partition during those
-deletes may still see both: ``read_window`` would need to skip the objects a compacted one lists
-(:func:`superseded`) to rule that out.
+compaction (deletes the sources its metadata lists) before it reads the log, so no row is lost;
+and ``prediction_records.read_window`` skips the objects a compacted one lists, so no reader
+counts a row twice while the sources are being deleted.
 """
 
 from __future__ import annotations
@@ -25,8 +24,10 @@ import msgspec
 from housing_platform.artifact_store import ArtifactStore
 from model_runtime import prediction_records
 
-COMPACTED = "compacted/"
-METADATA_KEY = b"housing_mlops.compacted_from"
+COMPACTED = prediction_records.COMPACTED
+METADATA_KEY = prediction_records.SOURCES_KEY
+is_compacted = prediction_records.is_compacted
+sources_of = prediction_records.sources_of
 
 
 class Compaction(msgspec.Struct, frozen=True, kw_only=True):
@@ -39,18 +40,6 @@ class Compaction(msgspec.Struct, frozen=True, kw_only=True):
 
 def partition_prefix(day: date, model_version: str) -> str:
     return f"{prediction_records.PREFIX}date={day.isoformat()}/model_version={model_version}/"
-
-
-def is_compacted(key: str) -> bool:
-    return f"/{COMPACTED}" in key
-
-
-def sources_of(data: bytes) -> list[str]:
-    """The object names a compacted object was made from (its parquet metadata)."""
-    import pyarrow.parquet as pq
-
-    meta = pq.read_schema(io.BytesIO(data)).metadata or {}
-    return list(json.loads(meta.get(METADATA_KEY, b"[]")))
 
 
 def superseded(store: ArtifactStore, keys: Iterable[str]) -> set[str]:
