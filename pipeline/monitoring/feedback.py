@@ -291,10 +291,17 @@ def version_test_metrics(model_name: str, version: str) -> dict[str, float]:
     """The test-side figures the register step tagged on a version (``test_rmse`` → ``rmse``),
     from the registry MLflow points at (call ``configure_mlflow`` first); {} for none."""
     from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
 
     from model_runtime.loader import metrics_of
 
-    return metrics_of(dict(MlflowClient().get_model_version(model_name, version).tags))
+    try:
+        found = MlflowClient().get_model_version(model_name, version)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        return {}  # logged by a version this registry doesn't hold (another home, deleted)
+    return metrics_of(dict(found.tags))
 
 
 def realised_vs_test(

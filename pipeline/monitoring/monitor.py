@@ -26,7 +26,7 @@ import numpy as np
 
 from model_runtime import contract, prediction_records
 from pipeline.errors import PipelineError
-from pipeline.monitoring import compaction, drift
+from pipeline.monitoring import compaction, drift, feedback, retrain_trigger
 from pipeline.monitoring import profile as profiles
 from pipeline.monitoring.profile import PREDICTION
 from pipeline.settings import MonitorConfig, Settings
@@ -70,6 +70,12 @@ class MonitorReport(msgspec.Struct, frozen=True, kw_only=True):
     versions: list[drift.WindowDrift]
     plots: list[str] = []
     compacted: list[compaction.Compaction] = []
+    serving_version: str = ""
+    """The champion's version when the run began: the one the retrain trigger judges."""
+    realised: list[feedback.VersionError] = []
+    """Per version, the window's realised error from fed sold prices beside its test figures."""
+    retrain: retrain_trigger.TriggerDecision | None = None
+    """What the retrain trigger decided on this window (None: not asked, see README)."""
 
     @property
     def drifted(self) -> bool:
@@ -217,6 +223,24 @@ def to_markdown(report: MonitorReport) -> str:
                 f"| {c.feature}{mark} | {c.statistic} | {c.value:.4f} | {c.threshold:g} | "
                 f"{'**yes**' if c.drift else 'no'} | {c.psi:.4f} | {c.current_rows} |"
             )
+    if report.realised:
+        lines += ["", "## Realised error (sold prices fed back)", ""]
+        lines += ["| version | labelled | RMSE | MAPE | within 10% | test RMSE | test MAPE |"]
+        lines += ["| --- | --- | --- | --- | --- | --- | --- |"]
+        for e in report.realised:
+            r, t = e.realised, e.test
+            lines.append(
+                f"| {e.model_version} | {r.n if r else 0} | "
+                + (f"{r.rmse:,.0f} | {r.mape:.1%} | {r.within_10pct:.1%}" if r else "- | - | -")
+                + f" | {_fig(t.get('rmse'), ',.0f')} | {_fig(t.get('mape'), '.1%')} |"
+            )
+    if report.retrain is not None:
+        lines += [
+            "",
+            "## Retrain trigger",
+            "",
+            trigger_line(report.serving_version, report.retrain),
+        ]
     if report.plots:
         lines += ["", "## Plots", ""] + [f"- `{p}`" for p in report.plots]
     if report.compacted:
@@ -226,6 +250,16 @@ def to_markdown(report: MonitorReport) -> str:
             for c in report.compacted
         ]
     return "\n".join(lines) + "\n"
+
+
+def trigger_line(serving: str, decision: retrain_trigger.TriggerDecision) -> str:
+    verb = "would start" if decision.dry_run else "started"
+    what = f"retrain {verb}" if decision.start else "no retrain"
+    return f"trigger on the serving version {serving or '(none)'}: {what}: {decision.reason}"
+
+
+def _fig(value: float | None, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
 
 
 def _no_nan(value: Any) -> Any:
@@ -422,18 +456,88 @@ def summary(report: MonitorReport) -> str:
     return "\n".join(lines)
 
 
+def serving_version(settings: Settings) -> str:
+    """The champion's version in the registry MLflow points at; empty when there is none."""
+    from pipeline.experiment_tracking import configure_mlflow
+    from pipeline.model_registry import Registry
+
+    configure_mlflow(settings)
+    version = Registry(settings.register.model_name).version_by_alias("champion")
+    return str(version.version) if version is not None else ""
+
+
+def closing_the_loop(
+    settings: Settings,
+    store: ArtifactStore,
+    window: Window,
+    now: datetime,
+    *,
+    dry_run: bool,
+    starter: retrain_trigger.Starter,
+    champion: str,
+    test_side: Callable[[str], dict[str, float]],
+) -> AfterReport:
+    """The report's consequences: every version's realised error from fed sold prices, and the
+    retrain trigger's decision on the serving version's window (its drift status and realised
+    MAPE). A champion absent from the window's log counts as "not enough data"."""
+
+    def after(report: MonitorReport) -> MonitorReport:
+        versions = [v.model_version for v in report.versions]
+        realised = feedback.realised_vs_test(store, window.since, window.until, versions, test_side)
+        served = next((v for v in report.versions if v.model_version == champion), None)
+        mape = next(
+            (e.realised.mape for e in realised if e.model_version == champion and e.realised),
+            None,
+        )
+        outcome = retrain_trigger.Outcome(
+            window=served.status if served is not None else "not enough data",
+            realised_mape=mape,
+        )
+        decision = retrain_trigger.consider(
+            store, settings, outcome, now, dry_run=dry_run, starter=starter
+        )
+        return msgspec.structs.replace(
+            report, serving_version=champion, realised=realised, retrain=decision
+        )
+
+    return after
+
+
 def main(settings: Settings, args: argparse.Namespace) -> int:
-    """The CLI's ``monitor``: one line on stderr and exit 1 for bad input."""
+    """The CLI's ``monitor``: one line on stderr and exit 1 for bad input. A run over all the
+    versions (no ``--model-version``) also asks the retrain trigger; a look at one version
+    doesn't."""
     from housing_platform.artifact_store import StorageError, open_store
 
     try:
         now = datetime.now(UTC)
         window = resolve_window(settings.monitor, now, args.window, args.since, args.until)
         store = open_store(settings.store_uri)
-        report, key = run(settings, store, window, args.model_version, args.dry_run, now)
+        after = None
+        if args.model_version is None:
+            name = settings.register.model_name
+            after = closing_the_loop(
+                settings,
+                store,
+                window,
+                now,
+                dry_run=args.dry_run,
+                starter=retrain_trigger.starter_for(settings, getattr(args, "config", None)),
+                champion=serving_version(settings),
+                test_side=lambda v: feedback.version_test_metrics(name, v),
+            )
+        report, key = run(
+            settings, store, window, args.model_version, args.dry_run, now, after_report=after
+        )
     except (PipelineError, prediction_records.PredictionLogError, StorageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(summary(report))
+    if report.retrain is not None:
+        verb = "would start" if report.retrain.dry_run else "started"
+        what = f"retrain {verb}" if report.retrain.start else "no retrain"
+        print(
+            f"  trigger (version {report.serving_version or '-'}): {what} — {report.retrain.reason}"
+        )
     print(f"report: {store.uri}/{key}" if key else "dry run: nothing written")
     return 0

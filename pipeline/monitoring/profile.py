@@ -10,8 +10,8 @@ function loses most), and are computed with Hazen's rule (the level of the i-th 
 values is (i - 0.5) / n), so the straight lines between them follow the empirical quantile
 function that Evidently's Wasserstein distance integrates. On the housing data the normalised
 Wasserstein distance from a profile is within 0.5% of the exact one (tests/pipeline/monitoring/
-test_drift.py holds it to 1%), and a profile of the whole data set is about 55 KB; the grid is written into the profile, so a profile stays readable
-when the grid changes.
+test_drift.py holds it to 1%), and a profile of the whole data set is about 55 KB; the grid is
+written into the profile, so a profile stays readable when the grid changes.
 
 Where it is kept: the register step logs ``reference_profile.json`` as an artifact of the
 version's logged model, beside ``model.onnx``. MLflow then shows it with the version, and every

@@ -341,3 +341,70 @@ def test_an_input_missing_from_every_logged_house_is_drift_with_a_null_value(
     assert entries["total_bedrooms"]["value"] is None
     assert entries["total_bedrooms"]["drift"] is True
     assert entries["total_bedrooms"]["current_rows"] == 0
+
+
+class RecordingStarter:
+    """Starts nothing; records what the trigger asked to start."""
+
+    def __init__(self) -> None:
+        self.started: list[tuple[str, str]] = []
+
+    def running(self) -> bool:
+        return False
+
+    def start(self, source: str, sha: str):
+        from pipeline.monitoring.retrain_trigger import Started
+
+        self.started.append((source, sha))
+        return Started(how="test", ref=f"retrain {len(self.started)}")
+
+
+def test_two_drifted_windows_of_the_champion_start_one_retrain_with_realised_error_reported(
+    home, store, reference, halves, tmp_path
+):
+    """The loop closed: the champion's drifted windows reach the trigger through the report,
+    which carries the decision and each version's realised error beside its test figures."""
+    from pipeline.monitoring import feedback
+
+    _, held_out = halves
+    source = tmp_path / "refreshed.csv"
+    source.write_text("a,b\n1,2\n")
+    settings = load_settings(
+        None, {"HOUSING_MLOPS_HOME": str(home), "MONITOR_RETRAIN_SOURCE": str(source)}
+    )
+    put_profile(store, "1", reference)
+    starter = RecordingStarter()
+    shifted = held_out.copy()
+    shifted["median_income"] += 0.5 * shifted["median_income"].std()
+    decisions = []
+    for day in range(3):
+        window = monitor.Window(
+            since=WINDOW.since + timedelta(days=day), until=NOW + timedelta(days=day)
+        )
+        houses = shifted.iloc[day * 1000 : (day + 1) * 1000]
+        put_log(store, houses, "1", window.since + timedelta(hours=1))
+        after = monitor.closing_the_loop(
+            settings, store, window, window.until, dry_run=False, starter=starter,
+            champion="1", test_side=lambda v: {"rmse": 48_000.0, "mape": 0.18},
+        )  # fmt: skip
+        report, key = monitor.run(
+            settings, store, window, now=window.until, track=False, after_report=after
+        )
+        assert report.drifted
+        decisions.append(report.retrain)
+        written = json.loads(store.read_bytes(key))
+        assert written["serving_version"] == "1"
+        assert written["retrain"]["start"] is (day == 1)
+        (realised,) = written["realised"]
+        assert realised["realised"] is None  # no sold prices fed yet
+        assert realised["test"] == {"rmse": 48_000.0, "mape": 0.18}
+    assert [d.start for d in decisions] == [False, True, False]
+    assert starter.started == [(str(source), feedback_sha(source))]
+    assert "Retrain trigger" in store.read_bytes(f"reports/monitor/{window.name}.md").decode()
+    del feedback
+
+
+def feedback_sha(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
