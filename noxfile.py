@@ -294,13 +294,15 @@ def pin(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
-    """Benchmarks that print figures and ratios: `nox -s bench -- pipeline`."""
+    """Benchmarks that print figures and ratios: `nox -s bench -- pipeline|service` (service:
+    wrk's load, the prediction log's cost, strace's count of system calls per request)."""
     install(session, "dev")
     targets = session.posargs or ["pipeline", "service"]
     env = offline_env()
     if "service" in targets:
-        if shutil.which("wrk") is None:
-            session.run("apt-get", "install", "-y", "-q", "wrk", external=True)
+        missing = [tool for tool in ("wrk", "strace") if shutil.which(tool) is None]
+        if missing:
+            session.run("apt-get", "install", "-y", "-q", *missing, external=True)
         # The server runs with the service group alone, as in its image and `nox -s serve`.
         served = str(Path(session.virtualenv.location).with_name("bench-service"))
         install(session, "service", location=served)

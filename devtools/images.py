@@ -202,6 +202,7 @@ IMAGES = (
             "sklearn",
             "onnxruntime",
             "mlflow.sklearn",
+            "pyarrow.parquet",
             "git",
         ),
         absent=(
@@ -215,7 +216,6 @@ IMAGES = (
             "pulumi",
             "optuna",
             "wandb",
-            "pyarrow",
         ),
         plugin=True,
         token=True,

@@ -1,7 +1,8 @@
 """What the test suite needs from the system, and how `nox -s tests` gets it on a fresh machine.
 
-The suite drives a real Chromium (with its driver) and starts a throwaway PostgreSQL
-(``initdb``/``pg_ctl``), neither of which pip can install. On Debian and Ubuntu, as root or with
+The suite drives a real Chromium (with its driver), starts a throwaway PostgreSQL
+(``initdb``/``pg_ctl``) and counts the service's system calls with ``strace``, none of which pip
+can install. On Debian and Ubuntu, as root or with
 passwordless sudo, the session installs them with apt; elsewhere it stops before running
 anything, with one line naming what to install. Standard library only: the noxfile imports it
 before any venv exists.
@@ -19,8 +20,13 @@ from pathlib import Path
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 DRIVER = "chromedriver"
 POSTGRES_TOOLS = ("initdb", "pg_ctl")
+STRACE = "strace"
 #: Debian's packages for each need.
-APT_PACKAGES = {"browser": ("chromium", "chromium-driver"), "postgres": ("postgresql",)}
+APT_PACKAGES = {
+    "browser": ("chromium", "chromium-driver"),
+    "postgres": ("postgresql",),
+    "strace": ("strace",),
+}
 
 
 def is_snap_shim(path: str, read: Callable[[str], bytes] | None = None) -> bool:
@@ -41,6 +47,7 @@ class Found:
     browser: str | None = None
     driver: str | None = None
     postgres_bin: str | None = None
+    strace: str | None = None
     snap_shims: list[str] = field(default_factory=list)
 
     def missing(self) -> list[str]:
@@ -49,6 +56,8 @@ class Found:
             needs.append("browser")
         if self.postgres_bin is None:
             needs.append("postgres")
+        if self.strace is None:
+            needs.append("strace")
         return needs
 
 
@@ -57,9 +66,10 @@ def find(
     versions: Callable[[], list[str]] | None = None,
     shim: Callable[[str], bool] = is_snap_shim,
 ) -> Found:
-    """What is installed: a working browser, its driver, and the PostgreSQL server binaries
-    (on PATH, or in Debian's ``/usr/lib/postgresql/<version>/bin``, which is not on PATH)."""
-    found = Found(driver=which(DRIVER))
+    """What is installed: a working browser, its driver, the PostgreSQL server binaries (on
+    PATH, or in Debian's ``/usr/lib/postgresql/<version>/bin``, which is not on PATH) and
+    strace."""
+    found = Found(driver=which(DRIVER), strace=which(STRACE))
     for name in BROWSERS:
         path = which(name)
         if path is None:
@@ -116,6 +126,8 @@ def plan(found: Found, *, can_apt: bool) -> Plan:
         what.append("a Chromium browser and chromedriver" + shim_note)
     if "postgres" in missing:
         what.append("the PostgreSQL server binaries (initdb, pg_ctl)")
+    if "strace" in missing:
+        what.append("strace")
     return Plan(
         error=(
             f"nox -s tests needs {' and '.join(what)}: run `sudo apt-get install "

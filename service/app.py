@@ -25,11 +25,13 @@ from service.observability import (
     METRICS_MEDIA_TYPE,
     METRICS_PATH,
     PREDICTIONS,
+    PRICED,
     exposition,
     in_flight_middleware,
-    request_log_middleware,
+    request_log,
 )
 from service.openapi import PredictOperation, openapi_config, predict_components, swagger_assets
+from service.prediction_log import PredictionLog, StoreWriter
 from service.predictor import Predictor
 from service.schemas import (
     ErrorBody,
@@ -48,6 +50,8 @@ from service.settings import ServiceSettings
 
 log = logging.getLogger("service")
 API_VERSION = "1.0.0"
+#: Longest the start waits for the prediction log's writer to be ready (it then starts anyway).
+WARM_UP_SECONDS = 30.0
 ERRORS = {
     400: ResponseSpec(ErrorBody, description="Malformed JSON or invalid houses, each named"),
     413: ResponseSpec(ErrorBody, description="Body larger than MAX_BODY_BYTES"),
@@ -80,6 +84,8 @@ async def predict(
     prices = await model.prices(houses)
     meta = model.meta
     PREDICTIONS.labels(meta.version).inc(len(prices))
+    # For the prediction log, which the request-log middleware feeds once the answer is sent.
+    request.scope["state"][PRICED] = (meta.name, meta.version, model.form, houses, prices)
     body = PredictResponse(
         predictions=[Prediction(p) for p in prices],
         model=ModelRef(meta.name, meta.version, meta.alias, meta.run_id),
@@ -114,6 +120,7 @@ async def model_info(
         ocean_proximity=list(OCEAN_PROXIMITY),
         max_instances=settings.max_instances,
         max_body_bytes=settings.max_body_bytes,
+        prediction_log=settings.prediction_log,
     )
 
 
@@ -168,26 +175,67 @@ def _server_error(request: Request[Any, Any, Any], exc: Exception) -> Response[A
     return Response(error_json(RequestError(500, "internal error")), status_code=500)
 
 
+def prediction_log(settings: ServiceSettings, gcs_client: Any = None) -> PredictionLog | None:
+    """The prediction log the settings ask for (None when PREDICTION_LOG is off), writing under
+    ``predictions/`` of the artifact store; not started."""
+    if not settings.prediction_log:
+        return None
+    writer = StoreWriter(settings.store_uri, gcs_client)
+    return PredictionLog(
+        writer,
+        revision=settings.revision_name,
+        batch_rows=settings.prediction_log_batch_rows,
+        interval_s=settings.prediction_log_interval_seconds,
+        capacity_rows=settings.prediction_log_capacity_rows,
+        warm_up=writer.open,
+    )
+
+
 def create_app(
     settings: ServiceSettings, gcs_client: Any = None, predictor: Predictor | None = None
 ) -> Litestar:
     """The ASGI app. The model is loaded once, at start-up, by the loader's cascade — or is the
-    ``predictor`` given (then nothing is loaded): routes get it as their ``model`` dependency."""
+    ``predictor`` given (then nothing is loaded): routes get it as their ``model`` dependency.
+    Every priced house goes to the prediction log (unless PREDICTION_LOG is off), whose writer
+    runs from start-up to shutdown, when its final flush follows the drain."""
     slot = ModelSlot()
+    plog = prediction_log(settings, gcs_client)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        began = time.perf_counter()
-        loaded, reasons = await anyio.to_thread.run_sync(
-            loader.load, settings.model_source, Predictor, gcs_client
-        )
-        slot.fill(loaded, reasons, round(time.perf_counter() - began, 3))
-        # What start-up made (modules, the model) lives as long as the process: frozen, it is
-        # out of the collector's reach, so full collections stop pausing requests (p99 at
-        # concurrency 32 measured 126 ms before, 12 ms after).
-        gc.collect()
-        gc.freeze()
-        yield
+        if plog is not None:
+            # Its thread imports the parquet writer and opens the store while the model loads.
+            plog.start()
+        if predictor is None:
+            began = time.perf_counter()
+            loaded, reasons = await anyio.to_thread.run_sync(
+                loader.load, settings.model_source, Predictor, gcs_client
+            )
+            slot.fill(loaded, reasons, round(time.perf_counter() - began, 3))
+        if plog is not None:
+            # Ready only once the writer is: its imports would otherwise hold the interpreter
+            # while the first requests are served.
+            await anyio.to_thread.run_sync(plog.wait_warm, WARM_UP_SECONDS)
+            log.info(
+                "prediction log: on, writing to %s/predictions/ (revision %s, instance %s)",
+                settings.store_uri.rstrip("/"),
+                plog.revision,
+                plog.instance,
+            )
+        else:
+            log.info("prediction log: off (PREDICTION_LOG=false)")
+        if predictor is None:
+            # What start-up made (modules, the model) lives as long as the process: frozen, it
+            # is out of the collector's reach, so full collections stop pausing requests (p99
+            # at concurrency 32 measured 126 ms before, 12 ms after).
+            gc.collect()
+            gc.freeze()
+        try:
+            yield
+        finally:
+            if plog is not None:
+                # uvicorn runs this after the drain: every answered house is in the buffer.
+                await anyio.to_thread.run_sync(plog.close, settings.prediction_log_flush_seconds)
 
     prometheus = PrometheusConfig(
         app_name="housing_service", prefix="housing", group_path=True, exclude=[METRICS_PATH]
@@ -206,15 +254,23 @@ def create_app(
     def given_settings() -> ServiceSettings:
         return settings
 
+    def served_model(settings: NamedDependency[ServiceSettings]) -> LoadedModel:
+        """The served model (503 until there is one). It takes ``settings`` only so that a route
+        needing both gets them one after the other: Litestar resolves the dependencies of one
+        level concurrently, in an anyio task group, which costs a request two tasks and, on
+        Python 3.11, a dozen ``getpid`` system calls (each ``asyncio.get_running_loop`` makes
+        one)."""
+        return slot.model()
+
     app = Litestar(
         route_handlers=[predict, model_info, health, ready, metrics, swagger_assets()],
         dependencies={
-            "model": Provide(slot.model, sync_to_thread=False),
+            "model": Provide(served_model, sync_to_thread=False),
             "slot": Provide(the_slot, use_cache=True, sync_to_thread=False),
             "settings": Provide(given_settings, use_cache=True, sync_to_thread=False),
         },
-        lifespan=[lifespan] if predictor is None else [],
-        middleware=[request_log_middleware, in_flight_middleware, prometheus.middleware],
+        lifespan=[lifespan],
+        middleware=[request_log(plog), in_flight_middleware, prometheus.middleware],
         openapi_config=openapi_config(API_VERSION),
         exception_handlers={
             RequestError: _request_error,

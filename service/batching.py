@@ -10,6 +10,7 @@ server adds no delay — and prices all that arrived in it with one call.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
@@ -26,11 +27,23 @@ class MicroBatcher(Generic[Row]):
     def __init__(self, predict: Callable[[list[Row]], Sequence[float]]):
         self._predict = predict
         self._pending: list[tuple[Sequence[Row], asyncio.Future[list[float]]]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread = 0
+
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        """The running loop, asked for once per loop: on Python 3.11 every
+        ``asyncio.get_running_loop()`` is a ``getpid`` system call. A loop found running on
+        this thread is the one running now (a thread runs one loop at a time)."""
+        loop = self._loop
+        if loop is None or self._thread != threading.get_ident() or not loop.is_running():
+            loop = self._loop = asyncio.get_running_loop()
+            self._thread = threading.get_ident()
+        return loop
 
     async def __call__(self, rows: Sequence[Row]) -> list[float]:
         if len(rows) >= SMALL_REQUEST:
             return list(self._predict(list(rows)))
-        loop = asyncio.get_running_loop()
+        loop = self._running_loop()
         answer: asyncio.Future[list[float]] = loop.create_future()
         if not self._pending:
             # Two hops: the first runs before the next turn's reads, the second after them.

@@ -15,6 +15,8 @@ class LoadedModel:
     def __init__(self, predictor: Predictor, load_seconds: float = 0.0):
         self.predictor = predictor
         self.meta = predictor.meta
+        self.form: str = predictor.runtime
+        """What answers: "onnxruntime" (the fast form) or "scikit-learn"."""
         self.load_seconds = load_seconds
         self._batcher: MicroBatcher[House] = MicroBatcher(predictor.predict)
 

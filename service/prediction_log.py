@@ -1,13 +1,14 @@
 """The prediction log: every priced house, kept in the artifact store for the drift monitor,
 realised-error joins and replays.
 
-Off the request's path and bounded. A request only appends rows to an in-memory buffer (no I/O,
-no system call: an uncontended lock and a list extend); a background thread writes them as one
-parquet object per flush, when ``batch_rows`` are waiting or every ``interval_s``, whichever comes
-first. A slow or failing store never slows or fails a prediction: the buffer holds at most
-``capacity_rows``; rows that don't fit are dropped, and rows of a failed write are kept for the
-next flush while they fit. Written, dropped and failed writes are counted on ``/metrics`` and
-logged once per interval, never silently.
+Off the request's path and bounded. A request only appends one entry to an in-memory buffer (no
+I/O, no system call: an uncontended lock and a list append; its houses are turned into rows
+later, by the writer); a background thread writes them as one parquet object per flush, when
+``batch_rows`` are waiting or every ``interval_s``, whichever comes first. A slow or failing store
+never slows or fails a prediction: the buffer holds at most ``capacity_rows``; rows that don't fit
+are dropped, and rows of a failed write are kept for the next flush while they fit (after a
+failure the writer waits a whole interval before it tries again). Written, dropped and failed
+writes are counted on ``/metrics`` and logged at most once per interval, never silently.
 
 The objects' format and names are ``model_runtime.prediction_records``'s, which the
 readers (monitor, feedback, replay) share.
@@ -16,17 +17,22 @@ readers (monitor, feedback, replay) share.
 from __future__ import annotations
 
 import logging
+import math
+import operator
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 from model_runtime.contract import FEATURES
-from model_runtime.prediction_records import COLUMNS, encode, object_key
+from model_runtime.prediction_records import encode, object_key
+
+if TYPE_CHECKING:
+    from housing_platform.artifact_store import ArtifactStore
 
 log = logging.getLogger("service.prediction_log")
 
@@ -35,14 +41,30 @@ ROWS_WRITTEN = Counter(
 )
 ROWS_DROPPED = Counter(
     "housing_prediction_log_rows_dropped",
-    "Priced houses not logged: the buffer was full (a slow or failing store)",
+    "Priced houses not logged: the buffer was full (a slow or failing store), or left unwritten "
+    "when the process stopped",
 )
 WRITE_FAILURES = Counter(
     "housing_prediction_log_write_failures", "Prediction-log objects the store failed to write"
 )
+ROWS_BUFFERED = Gauge(
+    "housing_prediction_log_rows_buffered", "Priced houses in memory, waiting to be written"
+)
 
-Row = tuple[Any, ...]
 Write = Callable[[str, bytes], None]
+#: One request's priced houses, as the request left them: (request id, time, model name,
+#: model version, houses, prices, form, status, latency in ms). Rows are made from it by the
+#: writer, off the request's path.
+Entry = tuple[str, float, str, str, Sequence[Any], Sequence[float], str, int, float]
+
+_features = operator.attrgetter(*FEATURES)
+
+
+def _values(house: Any) -> tuple[Any, ...]:
+    """The nine inputs of a house: a decoded ``House`` (attributes) or a mapping."""
+    if isinstance(house, dict):
+        return tuple(house.get(name) for name in FEATURES)
+    return tuple(_features(house))
 
 
 class PredictionLog:
@@ -58,26 +80,34 @@ class PredictionLog:
         interval_s: float = 10.0,
         capacity_rows: int = 100_000,
         clock: Callable[[], float] = time.time,
+        warm_up: Callable[[], object] | None = None,
     ):
         if batch_rows < 1 or capacity_rows < batch_rows or interval_s <= 0:
             raise ValueError("need 1 <= batch_rows <= capacity_rows and interval_s > 0")
         self._write = write
+        self._warm_up = warm_up
         self.revision = revision or "local"
         self.instance = instance or uuid.uuid4().hex[:12]
         self.batch_rows = batch_rows
         self.interval_s = interval_s
         self.capacity_rows = capacity_rows
         self._clock = clock
-        self._rows: list[Row] = []
+        self._entries: list[Entry] = []
+        self._count = 0  # rows in _entries
+        self._writing = 0  # rows taken by a flush and not yet written or given back
         self._lock = threading.Lock()
+        self._flushing = threading.Lock()  # one flush at a time, so object numbers never repeat
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self._warm = threading.Event()
         self._thread: threading.Thread | None = None
         self._seq = 0
         self.written = 0
         self.dropped = 0
         self.failed_writes = 0
+        self.last_error = ""
         self._reported = (0, 0)
+        self._reported_at = -math.inf
 
     # --- the request side: no I/O -----------------------------------------------------------
 
@@ -87,36 +117,40 @@ class PredictionLog:
         request_id: str,
         model_name: str,
         model_version: str,
-        houses: Iterable[Mapping[str, Any]],
+        houses: Sequence[Any],
         prices: Sequence[float],
         form: str,
         status: int,
         latency_ms: float,
     ) -> None:
-        """Buffer one request's priced houses (inputs as received, after normalisation)."""
+        """Buffer one request's priced houses (inputs as received, after normalisation: decoded
+        ``House`` structs, or mappings with the nine inputs), one price each. Never blocks on
+        the store, never raises: houses without a price (or prices without a house) are
+        dropped, and counted."""
         now = self._clock()
-        rows = [
-            (
-                request_id,
-                now,
-                model_name,
-                model_version,
-                self.revision,
-                *(house.get(name) for name in FEATURES),
-                float(price),
-                form,
-                status,
-                latency_ms,
-            )
-            for house, price in zip(houses, prices, strict=True)
-        ]
+        n = len(prices)
+        if len(houses) != n:
+            lost = max(len(houses), n)
+            with self._lock:
+                self.dropped += lost
+            ROWS_DROPPED.inc(lost)
+            return
         with self._lock:
-            room = self.capacity_rows - len(self._rows)
-            kept = rows[: max(room, 0)]
-            self._rows.extend(kept)
-            lost = len(rows) - len(kept)
-            self.dropped += lost
-            full = len(self._rows) >= self.batch_rows
+            room = self.capacity_rows - self._count
+            if n > room:
+                kept = max(room, 0)
+                lost = n - kept
+                houses, prices = houses[:kept], prices[:kept]
+                self.dropped += lost
+            else:
+                kept, lost = n, 0
+            if kept:
+                self._entries.append(
+                    (request_id, now, model_name, model_version, houses, prices, form, status,
+                     latency_ms)
+                )  # fmt: skip
+                self._count += kept
+            full = self._count >= self.batch_rows
         if lost:
             ROWS_DROPPED.inc(lost)
         if full and not self._wake.is_set():
@@ -125,79 +159,208 @@ class PredictionLog:
     # --- the writer side ----------------------------------------------------------------------
 
     def flush(self) -> int:
-        """Write what is buffered now; returns the rows written. Never raises: a failed write
-        is counted, and its rows go back to the buffer while they fit."""
-        with self._lock:
-            rows, self._rows = self._rows, []
-        if not rows:
-            return 0
-        groups: dict[tuple[str, str], list[Row]] = {}
-        version_at = COLUMNS.index("model_version")
-        for row in rows:
-            day = datetime.fromtimestamp(row[1], UTC).date().isoformat()
-            groups.setdefault((day, str(row[version_at])), []).append(row)
-        written = 0
-        for (day, version), group in groups.items():
-            self._seq += 1
-            key = object_key(day, version, self.revision, self.instance, self._seq)
-            try:
-                self._write(key, encode(group))
-            except Exception as exc:
-                self.failed_writes += 1
-                WRITE_FAILURES.inc()
-                log.warning("prediction log: writing %s failed: %s", key, exc)
-                self._requeue(group)
-                continue
-            written += len(group)
-        self.written += written
-        ROWS_WRITTEN.inc(written)
-        return written
+        """Write what is buffered now, one object per (day, model version); returns the rows
+        written. Never raises: a failed write is counted, and its rows go back to the buffer
+        while they fit."""
+        with self._flushing:
+            with self._lock:
+                entries, self._entries = self._entries, []
+                self._writing, self._count = self._count, 0
+            if not entries:
+                return 0
+            groups: dict[tuple[str, str], list[Entry]] = {}
+            for entry in entries:
+                day = datetime.fromtimestamp(entry[1], UTC).date().isoformat()
+                groups.setdefault((day, str(entry[3])), []).append(entry)
+            written = 0
+            for (day, version), group in groups.items():
+                self._seq += 1
+                key = object_key(day, version, self.revision, self.instance, self._seq)
+                rows = sum(len(entry[5]) for entry in group)
+                try:
+                    data = encode(self._rows(group))
+                except Exception as exc:  # rows that can't be encoded never will be: dropped
+                    self._failed(key, exc, dropped=rows)
+                    self._writing -= rows
+                    continue
+                try:
+                    self._write(key, data)
+                except Exception as exc:
+                    self._failed(key, exc)
+                    self._requeue(group)
+                    self._writing -= rows
+                    continue
+                self._writing -= rows
+                written += rows
+            self.written += written
+            ROWS_WRITTEN.inc(written)
+            return written
 
-    def _requeue(self, rows: list[Row]) -> None:
+    def _rows(self, entries: list[Entry]) -> list[tuple[Any, ...]]:
+        """The entries as rows in ``prediction_records.COLUMNS`` order."""
+        revision = self.revision
+        return [
+            (
+                request_id,
+                at,
+                name,
+                version,
+                revision,
+                *_values(house),
+                float(price),
+                form,
+                status,
+                latency_ms,
+            )
+            for request_id, at, name, version, houses, prices, form, status, latency_ms in entries
+            for house, price in zip(houses, prices, strict=True)
+        ]
+
+    def _failed(self, key: str, exc: Exception, dropped: int = 0) -> None:
+        self.failed_writes += 1
+        WRITE_FAILURES.inc()
+        self.last_error = f"writing {key} failed: {type(exc).__name__}: {exc}"
+        log.debug("prediction log: %s", self.last_error)
+        if dropped:
+            with self._lock:
+                self.dropped += dropped
+            ROWS_DROPPED.inc(dropped)
+
+    def _requeue(self, entries: list[Entry]) -> None:
+        """A failed write's entries back at the buffer's head, the oldest first, while they fit."""
+        lost = 0
         with self._lock:
-            room = self.capacity_rows - len(self._rows)
-            kept = rows[: max(room, 0)]
-            self._rows[:0] = kept
-            lost = len(rows) - len(kept)
+            room = self.capacity_rows - self._count
+            kept: list[Entry] = []
+            for entry in entries:
+                n = len(entry[5])
+                take = min(n, max(room, 0))
+                if take == n:
+                    kept.append(entry)
+                elif take:
+                    kept.append((*entry[:4], entry[4][:take], entry[5][:take], *entry[6:]))
+                room -= take
+                lost += n - take
+            self._entries[:0] = kept
+            self._count += sum(len(entry[5]) for entry in kept)
             self.dropped += lost
         if lost:
             ROWS_DROPPED.inc(lost)
 
-    def report(self) -> None:
-        """One log line when rows were dropped or writes failed since the last report."""
+    def report(self, *, force: bool = False) -> None:
+        """One log line when rows were dropped or writes failed since the last line, at most
+        once per interval (``force``: now, as at shutdown)."""
         dropped, failed = self.dropped, self.failed_writes
-        if (dropped, failed) != self._reported:
-            log.warning(
-                "prediction log: %d rows dropped and %d writes failed so far (written %d)",
-                dropped,
-                failed,
-                self.written,
-            )
-            self._reported = (dropped, failed)
+        now = time.monotonic()
+        if (dropped, failed) == self._reported:
+            return
+        if not force and now - self._reported_at < self.interval_s:
+            return
+        last = f" (last: {self.last_error})" if failed != self._reported[1] else ""
+        log.warning(
+            "prediction log: %d rows dropped and %d writes failed so far, %d rows written%s",
+            dropped,
+            failed,
+            self.written,
+            last,
+        )
+        self._reported = (dropped, failed)
+        self._reported_at = now
 
     def _run(self) -> None:
-        while not self._stop.is_set():
+        if self._warm_up is not None:
+            try:
+                self._warm_up()
+            except Exception as exc:  # the first write tries again, and counts a failure
+                log.warning("prediction log: getting ready to write failed: %s", exc)
+        self._warm.set()
+        while True:
             self._wake.wait(self.interval_s)
             self._wake.clear()
+            if self._stop.is_set():
+                break
+            failures = self.failed_writes
             self.flush()
             self.report()
+            if self.failed_writes != failures:
+                # A failing store is tried again after an interval, not at every full batch.
+                self._stop.wait(self.interval_s)
+        self.flush()  # the final flush: what was answered since the last one
 
     def start(self) -> PredictionLog:
         if self._thread is None:
+            self._stop.clear()
+            ROWS_BUFFERED.set_function(lambda: self.buffered)
             self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
             self._thread.start()
         return self
 
-    def close(self, timeout_s: float = 10.0) -> None:
-        """Stop the writer and write what is left (the service's shutdown calls this)."""
+    def wait_warm(self, timeout_s: float) -> bool:
+        """Wait until the writer has done its warm-up (imports, opening the store), so that it
+        doesn't hold the interpreter while the first requests are served."""
+        return self._warm.wait(timeout_s)
+
+    def close(self, timeout_s: float = 10.0) -> bool:
+        """Stop the writer after its final flush, waiting at most ``timeout_s`` (the service's
+        shutdown calls this after the drain). True when everything buffered was written; what
+        wasn't is counted as dropped and logged."""
         self._stop.set()
         self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
-            self._thread = None
-        self.flush()
-        self.report()
+        thread = self._thread
+        if thread is None:
+            self.flush()
+        else:
+            thread.join(timeout_s)
+            if not thread.is_alive():
+                self._thread = None
+        with self._lock:
+            left = self._count + self._writing
+        if left:
+            with self._lock:
+                self.dropped += left
+            ROWS_DROPPED.inc(left)
+            log.error(
+                "prediction log: %d rows not written at shutdown (%s)",
+                left,
+                "the final flush failed"
+                if self._thread is None
+                else f"the final flush did not finish in {timeout_s:g} s",
+            )
+        self.report(force=True)
+        log.info(
+            "prediction log closed: %d rows written, %d dropped, %d writes failed",
+            self.written,
+            self.dropped,
+            self.failed_writes,
+        )
+        return left == 0
 
     @property
     def buffered(self) -> int:
-        return len(self._rows)
+        return self._count
+
+
+class StoreWriter:
+    """Writes the log's objects through the artifact store at ``uri`` (a folder, or
+    ``gs://bucket/prefix`` with ``gcs_client``, or Google's default client). The store is opened
+    on the writer's thread, not at start-up: a store that can't be opened is a failed write,
+    counted and tried again, never a service that doesn't start."""
+
+    def __init__(self, uri: str, gcs_client: Any = None):
+        self.uri = uri
+        self._gcs_client = gcs_client
+        self._store: ArtifactStore | None = None
+
+    def open(self) -> ArtifactStore:
+        """The store, opened once; the parquet writer is imported here too, so that neither is
+        paid for by the first flush (which may be the final one, on a budget)."""
+        if self._store is None:
+            import pyarrow.parquet  # noqa: F401
+
+            from housing_platform.artifact_store import open_store
+
+            self._store = open_store(self.uri, self._gcs_client)
+        return self._store
+
+    def __call__(self, key: str, data: bytes) -> None:
+        self.open().write_bytes(key, data)

@@ -123,6 +123,8 @@ class ModelInfo(msgspec.Struct):
     """Most houses in one request (MAX_INSTANCES): clients split larger tables."""
     max_body_bytes: int
     """Largest request body (MAX_BODY_BYTES): clients keep each request's body within it."""
+    prediction_log: bool = False
+    """Whether every priced house is logged (PREDICTION_LOG)."""
 
 
 class Status(msgspec.Struct):

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated
@@ -13,6 +14,10 @@ from msgspec import Meta
 from housing_platform.settings_reader import Problem, read_settings
 from model_runtime.exports import DEFAULT_MODEL, export_prefix
 from model_runtime.loader import ModelSource
+
+#: What uvicorn itself spends between SIGTERM and the lifespan's shutdown, beyond the drain:
+#: its main loop notices the signal within 0.1 s, then it waits 0.1 s for connections to close.
+UVICORN_STOP_SECONDS = 0.5
 
 
 class ServiceSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -38,8 +43,30 @@ class ServiceSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_
     """Origins allowed by CORS (CORS_ORIGINS, comma-separated); none by default."""
     log_level: str = "INFO"
     """LOG_LEVEL."""
-    drain_seconds: int = 20
-    """How long SIGTERM waits for in-flight requests (DRAIN_SECONDS); Cloud Run allows 10 s+."""
+    drain_seconds: Annotated[int, Meta(ge=0)] = 8
+    """How long SIGTERM waits for requests in flight (DRAIN_SECONDS). With the prediction log's
+    final flush and uvicorn's own stop it must fit SHUTDOWN_GRACE_SECONDS (checked at start)."""
+    shutdown_grace_seconds: Annotated[float, Meta(gt=0)] = 10.0
+    """How long the platform waits after SIGTERM before it kills the process
+    (SHUTDOWN_GRACE_SECONDS): Cloud Run's is 10 s and can't be changed."""
+    artifact_uri: str = ""
+    """The artifact store's root (ARTIFACT_URI, as the pipeline's): empty = <home>/artifacts; on
+    GCP gs://<bucket>/artifacts. The prediction log writes under its predictions/."""
+    prediction_log: bool = True
+    """Whether every priced house is logged to the artifact store (PREDICTION_LOG: true/false)."""
+    prediction_log_batch_rows: Annotated[int, Meta(ge=1)] = 1000
+    """Rows that start a write at once, without waiting for the interval
+    (PREDICTION_LOG_BATCH_ROWS)."""
+    prediction_log_interval_seconds: Annotated[float, Meta(gt=0)] = 10.0
+    """Longest a logged row waits in memory before it is written
+    (PREDICTION_LOG_INTERVAL_SECONDS)."""
+    prediction_log_capacity_rows: Annotated[int, Meta(ge=1)] = 100_000
+    """Most rows held in memory while the store is slow or failing; more are dropped and
+    counted (PREDICTION_LOG_CAPACITY_ROWS)."""
+    prediction_log_flush_seconds: Annotated[float, Meta(gt=0)] = 1.5
+    """The final flush's budget at shutdown, after the drain (PREDICTION_LOG_FLUSH_SECONDS)."""
+    revision: str = ""
+    """The serving revision (K_REVISION, which Cloud Run sets); empty = "local"."""
 
     @property
     def home_path(self) -> Path:
@@ -54,6 +81,22 @@ class ServiceSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_
         if self.fallback_uri:
             return self.fallback_uri
         return str(self.home_path / "artifacts" / export_prefix(DEFAULT_MODEL, "champion"))
+
+    @property
+    def store_uri(self) -> str:
+        """The artifact store the prediction log writes to."""
+        return self.artifact_uri or str(self.home_path / "artifacts")
+
+    @property
+    def revision_name(self) -> str:
+        return self.revision or "local"
+
+    @property
+    def shutdown_seconds(self) -> float:
+        """What a stop takes at most after SIGTERM: uvicorn's own steps, the drain and the
+        prediction log's final flush."""
+        flush = self.prediction_log_flush_seconds if self.prediction_log else 0.0
+        return UVICORN_STOP_SECONDS + self.drain_seconds + flush
 
     @property
     def model_source(self) -> ModelSource:
@@ -75,6 +118,14 @@ VARIABLES = {
     "CORS_ORIGINS": "cors_origins",
     "LOG_LEVEL": "log_level",
     "DRAIN_SECONDS": "drain_seconds",
+    "SHUTDOWN_GRACE_SECONDS": "shutdown_grace_seconds",
+    "ARTIFACT_URI": "artifact_uri",
+    "PREDICTION_LOG": "prediction_log",
+    "PREDICTION_LOG_BATCH_ROWS": "prediction_log_batch_rows",
+    "PREDICTION_LOG_INTERVAL_SECONDS": "prediction_log_interval_seconds",
+    "PREDICTION_LOG_CAPACITY_ROWS": "prediction_log_capacity_rows",
+    "PREDICTION_LOG_FLUSH_SECONDS": "prediction_log_flush_seconds",
+    "K_REVISION": "revision",
 }
 
 
@@ -90,3 +141,22 @@ def from_env(
 def _problems(s: ServiceSettings) -> Iterator[Problem]:
     if "*" in s.cors_origins:
         yield Problem("cors_origins", "the allowed origins, comma-separated ('*' is refused)")
+    if s.shutdown_seconds > s.shutdown_grace_seconds:
+        room = s.shutdown_grace_seconds - (s.shutdown_seconds - s.drain_seconds)
+        flush = (
+            f", the prediction log's final flush (PREDICTION_LOG_FLUSH_SECONDS="
+            f"{s.prediction_log_flush_seconds:g})"
+            if s.prediction_log
+            else ""
+        )
+        yield Problem(
+            "drain_seconds",
+            f"at most {max(math.floor(room), 0)}, so that the drain{flush} and uvicorn's own "
+            f"{UVICORN_STOP_SECONDS:g} s fit in the {s.shutdown_grace_seconds:g} s the platform "
+            "allows after SIGTERM (SHUTDOWN_GRACE_SECONDS; Cloud Run allows 10)",
+        )
+    if s.prediction_log_batch_rows > s.prediction_log_capacity_rows:
+        yield Problem(
+            "prediction_log_capacity_rows",
+            f"at least PREDICTION_LOG_BATCH_ROWS ({s.prediction_log_batch_rows})",
+        )

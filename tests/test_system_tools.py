@@ -14,7 +14,9 @@ def which_of(*present: str, folder: str = "/usr/bin"):
 
 
 def test_a_complete_machine_needs_nothing():
-    found = st.find(which_of("chromium", "chromedriver", "initdb", "pg_ctl"), shim=lambda p: False)
+    found = st.find(
+        which_of("chromium", "chromedriver", "initdb", "pg_ctl", "strace"), shim=lambda p: False
+    )
     assert found.missing() == []
     assert st.plan(found, can_apt=False) == st.Plan()
     env = st.environment(found)
@@ -29,7 +31,7 @@ def test_debians_postgres_binaries_off_path_are_found_and_put_on_it(tmp_path):
         for tool in st.POSTGRES_TOOLS:
             (bin_dir / tool).touch()
     found = st.find(
-        which_of("chromium", "chromedriver"),
+        which_of("chromium", "chromedriver", "strace"),
         versions=lambda: [str(tmp_path / "15" / "bin"), str(tmp_path / "16" / "bin")],
         shim=lambda p: False,
     )
@@ -39,12 +41,19 @@ def test_debians_postgres_binaries_off_path_are_found_and_put_on_it(tmp_path):
 
 def test_as_root_on_debian_the_missing_packages_are_installed():
     found = st.find(which_of(), versions=lambda: [], shim=lambda p: False)
-    assert found.missing() == ["browser", "postgres"]
-    assert st.plan(found, can_apt=True).install == ("chromium", "chromium-driver", "postgresql")
+    assert found.missing() == ["browser", "postgres", "strace"]
+    assert st.plan(found, can_apt=True).install == (
+        "chromium",
+        "chromium-driver",
+        "postgresql",
+        "strace",
+    )
 
 
 def test_without_root_or_sudo_it_stops_with_one_line_naming_what_to_install():
-    found = st.find(which_of("chromium", "chromedriver"), versions=lambda: [], shim=lambda p: False)
+    found = st.find(
+        which_of("chromium", "chromedriver", "strace"), versions=lambda: [], shim=lambda p: False
+    )
     step = st.plan(found, can_apt=False)
     assert step.install == ()
     assert "\n" not in step.error
@@ -55,7 +64,7 @@ def test_without_root_or_sudo_it_stops_with_one_line_naming_what_to_install():
 
 def test_ubuntus_snap_shim_is_not_taken_for_a_browser():
     found = st.find(
-        which_of("chromium-browser", "chromedriver", "initdb", "pg_ctl"),
+        which_of("chromium-browser", "chromedriver", "initdb", "pg_ctl", "strace"),
         shim=lambda p: p.endswith("chromium-browser"),
     )
     assert found.browser is None
@@ -66,7 +75,7 @@ def test_ubuntus_snap_shim_is_not_taken_for_a_browser():
 
 def test_google_chrome_serves_when_chromium_is_a_shim():
     found = st.find(
-        which_of("chromium", "google-chrome", "chromedriver", "initdb", "pg_ctl"),
+        which_of("chromium", "google-chrome", "chromedriver", "initdb", "pg_ctl", "strace"),
         shim=lambda p: p.endswith("/chromium"),
     )
     assert found.browser == "/usr/bin/google-chrome"
@@ -90,3 +99,10 @@ def test_a_shim_is_recognised_by_what_it_runs(tmp_path: Path, content: bytes, sh
 def test_this_machine_is_ready_for_the_suite():
     """The suite runs here: the session found or installed everything (else it stops first)."""
     assert st.find().missing() == []
+
+
+def test_a_missing_strace_is_installed_with_apt_or_named():
+    found = st.find(which_of("chromium", "chromedriver", "initdb", "pg_ctl"), shim=lambda p: False)
+    assert found.missing() == ["strace"]
+    assert st.plan(found, can_apt=True).install == ("strace",)
+    assert "sudo apt-get install strace`" in st.plan(found, can_apt=False).error

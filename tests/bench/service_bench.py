@@ -5,6 +5,13 @@ predict endpoint and for a bare endpoint of the same app returning constant JSON
 the ratios between them, the in-process model cost and the time from start to ready. The
 single-row figures are stored as JSON ($BENCH_RESULTS, default $HOUSING_MLOPS_HOME/bench/
 service.json) for `nox -s cost` to size the service from.
+
+The prediction log is on, as it is by default, writing to a temporary store (the bench's houses
+never reach the home's log). Its cost: two servers, one with the log and one without, measured in
+turn (on, off, off, on, …) at 1 row and concurrency 8, $BENCH_LOG_RUNS times each (default 3):
+the medians, their spread, and whether the log keeps >= 95% of the throughput and adds at most
+0.5 ms to p99. Last, when strace is installed, the system calls of one single-row prediction and
+of the bare endpoint (tests/bench/syscalls.py).
 Needs a champion: it uses $HOUSING_MLOPS_HOME (default ./.housing-mlops), so run
 `nox -s pipeline` first. The bodies are the pipeline's held-out test rows (new places, a
 missing bedroom count among them), not one house repeated: repeated rows walk the same tree
@@ -25,13 +32,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import httpx
 
 from model_runtime.contract import FEATURES
 from pipeline import catalog
+from tests.bench import syscalls
 from tests.helpers import free_port, http_status, running, wait_until
 
 HERE = Path(__file__).parent
@@ -40,6 +48,11 @@ CONCURRENCY = (1, 8, 32)
 SIZES = (1, 100)
 #: Start-up is timed over this many starts (the first reads the files from disk).
 STARTS = 3
+#: The prediction log's cost: runs of each (log on, log off), alternating.
+LOG_RUNS = max(3, int(os.environ.get("BENCH_LOG_RUNS", "3")))
+#: What the log may cost at 1 row and concurrency 8 (issue 14).
+LOG_MIN_RPS_RATIO = 0.95
+LOG_MAX_P99_ADDED_MS = 0.5
 
 
 def held_out_houses(home: str, n: int) -> list[dict[str, object]]:
@@ -113,11 +126,18 @@ def in_process_cost(home: str, houses: list[dict[str, object]]) -> dict[tuple[st
     return costs
 
 
+def service_argv() -> list[str]:
+    return [os.environ.get("SERVICE_PYTHON", sys.executable), str(HERE / "service_bench_app.py")]
+
+
 @contextlib.contextmanager
-def started(env: dict[str, str], base: str, log: Path) -> Iterator[float]:
-    """The service started; yields the seconds until its /ready answered 200. Stopped on exit."""
+def started(
+    env: dict[str, str], base: str, log: Path, prefix: Sequence[str] = ()
+) -> Iterator[float]:
+    """The service started (under ``prefix``, such as strace); yields the seconds until its
+    /ready answered 200. Stopped on exit."""
     began = time.perf_counter()
-    argv = [os.environ.get("SERVICE_PYTHON", sys.executable), str(HERE / "service_bench_app.py")]
+    argv = [*prefix, *service_argv()]
 
     def answered() -> int | None:
         status = http_status(base + "/ready", timeout=1)
@@ -152,6 +172,85 @@ def store(rows: list[tuple[int, int, dict[str, float], dict[str, float]]], path:
     print(f"\nsingle-row results stored in {path}")
 
 
+def spread(values: Sequence[float], digits: int = 0) -> str:
+    """The median and the range of ``values``: ``1234 (1200-1250)``."""
+    return (
+        f"{statistics.median(values):.{digits}f} "
+        f"({min(values):.{digits}f}-{max(values):.{digits}f})"
+    )
+
+
+def prediction_log_cost(env: dict[str, str], body: bytes, tmp: Path) -> None:
+    """The log on against the log off: two servers, measured in turn at 1 row and c=8."""
+    servers = {}
+    with contextlib.ExitStack() as stack:
+        for label, on in (("on", "true"), ("off", "false")):
+            port = free_port()
+            base = f"http://127.0.0.1:{port}"
+            server_env = {**env, "PORT": str(port), "PREDICTION_LOG": on}
+            stack.enter_context(started(server_env, base, tmp / f"log-{label}.log"))
+            for _ in range(200):  # warm-up
+                httpx.post(base + "/api/v1/predict", content=body, headers=JSON)
+            servers[label] = base
+        runs: dict[str, list[dict[str, float]]] = {"on": [], "off": []}
+        for run in range(LOG_RUNS):
+            order = ("on", "off") if run % 2 == 0 else ("off", "on")
+            for label in order:
+                runs[label].append(wrk(servers[label] + "/api/v1/predict", body, 8, tmp))
+        info = httpx.get(servers["on"] + "/api/v1/model").json()
+    rps = {label: [r["rps"] for r in results] for label, results in runs.items()}
+    p99 = {label: [r["p99"] for r in results] for label, results in runs.items()}
+    ratio = statistics.median(rps["on"]) / statistics.median(rps["off"])
+    added = statistics.median(p99["on"]) - statistics.median(p99["off"])
+    pairs = [on / off for on, off in zip(rps["on"], rps["off"], strict=True)]
+    print(
+        f"\nprediction log, 1 row, concurrency 8, {LOG_RUNS} alternating runs of {DURATION_S} s "
+        f"each (median (min-max)); log on: {info['prediction_log']}"
+    )
+    print(f"{'':>8} {'rps':>22} {'p99 ms':>22}")
+    for label in ("on", "off"):
+        print(f"{'log ' + label:>8} {spread(rps[label]):>22} {spread(p99[label], 2):>22}")
+    print(
+        f"throughput on/off {ratio:.3f} (each run's ratio {min(pairs):.3f}-{max(pairs):.3f}; "
+        f"needs >= {LOG_MIN_RPS_RATIO}): {'ok' if ratio >= LOG_MIN_RPS_RATIO else 'NOT MET'}"
+    )
+    print(
+        f"p99 on - off {added:+.2f} ms (needs <= +{LOG_MAX_P99_ADDED_MS} ms): "
+        f"{'ok' if added <= LOG_MAX_P99_ADDED_MS else 'NOT MET'}"
+    )
+
+
+def syscall_counts(env: dict[str, str], body: bytes, tmp: Path) -> None:
+    """System calls per single-row request, the log on, against the bare endpoint."""
+    if shutil.which("strace") is None:
+        print("\nsystem calls: strace is not installed (apt-get install strace); not counted")
+        return
+    refused = syscalls.ptrace_refused()
+    if refused:
+        print(f"\nsystem calls: strace can't trace here ({refused}); not counted")
+        return
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    trace = tmp / "strace.txt"
+    server_env = {**env, "PORT": str(port)}
+    with started(server_env, base, tmp / "traced.log", syscalls.strace_argv(trace)):
+        counts = {
+            path: syscalls.measure(
+                port, trace, path, body, wait=lambda done, what: wait_until(done, what)
+            )
+            for path in ("/api/v1/predict", "/bench/constant")
+        }
+    print("\nsystem calls per single-row request under strace, 8 connections (log on):")
+    for path, count in counts.items():
+        print(
+            f"  {path:<16} request path {count.per_request(loop_only=True):.2f} "
+            f"({count.table(5, loop_only=True)}); all threads {count.per_request():.2f}"
+        )
+
+
+JSON = {"content-type": "application/json"}
+
+
 def main() -> None:
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install wrk")
@@ -166,6 +265,8 @@ def main() -> None:
         return float(httpx.get(base + "/api/v1/model").json()["load_seconds"])
 
     with tempfile.TemporaryDirectory() as tmp:
+        # The log is on, as by default, into a store of its own: the home's log stays real.
+        env["ARTIFACT_URI"] = str(Path(tmp) / "artifacts")
         for attempt in range(STARTS - 1):
             with started(env, base, Path(tmp) / f"start-{attempt}.log") as ready_s:
                 starts.append((ready_s, load_seconds()))
@@ -190,17 +291,21 @@ def main() -> None:
                     bare = wrk(base + "/bench/constant", body, c, Path(tmp))
                     real = wrk(base + "/api/v1/predict", body, c, Path(tmp))
                     rows.append((n, c, real, bare))
-    print(
-        f"\n{'rows':>4} {'conc':>4} | {'predict rps':>11} {'p50 ms':>7} {'p99 ms':>7} | "
-        f"{'bare rps':>9} {'p50 ms':>7} {'p99 ms':>7} | {'rps ratio':>9} {'p99 ratio':>9}"
-    )
-    for n, c, real, bare in rows:
         print(
-            f"{n:>4} {c:>4} | {real['rps']:>11.0f} {real['p50']:>7.2f} {real['p99']:>7.2f} | "
-            f"{bare['rps']:>9.0f} {bare['p50']:>7.2f} {bare['p99']:>7.2f} | "
-            f"{real['rps'] / bare['rps']:>9.2f} {real['p99'] / bare['p99']:>9.2f}"
+            f"\n{'rows':>4} {'conc':>4} | {'predict rps':>11} {'p50 ms':>7} {'p99 ms':>7} | "
+            f"{'bare rps':>9} {'p50 ms':>7} {'p99 ms':>7} | {'rps ratio':>9} {'p99 ratio':>9}"
         )
-    store(rows, Path(os.environ.get("BENCH_RESULTS") or Path(home) / "bench" / "service.json"))
+        for n, c, real, bare in rows:
+            print(
+                f"{n:>4} {c:>4} | {real['rps']:>11.0f} {real['p50']:>7.2f} {real['p99']:>7.2f} | "
+                f"{bare['rps']:>9.0f} {bare['p50']:>7.2f} {bare['p99']:>7.2f} | "
+                f"{real['rps'] / bare['rps']:>9.2f} {real['p99'] / bare['p99']:>9.2f}"
+            )
+        results = os.environ.get("BENCH_RESULTS") or Path(home) / "bench" / "service.json"
+        store(rows, Path(results))
+        single = json.dumps({"instances": houses[:1]}).encode()
+        prediction_log_cost(env, single, Path(tmp))
+        syscall_counts(env, single, Path(tmp))
     costs = in_process_cost(home, houses)
     print("\nin-process predict (medians):")
     for (runtime, n), ms in costs.items():

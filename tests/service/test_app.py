@@ -26,13 +26,15 @@ class OneDollar:
     """A predictor that prices every house at 1.0."""
 
     meta = ModelMeta(name="housing-price", version="3", alias="champion", run_id="r")
+    runtime = "stand-in"
 
     def predict(self, houses: list[object]) -> list[float]:
         return [1.0] * len(houses)
 
 
 def serving_app() -> Litestar:
-    return create_app(ServiceSettings(max_instances=MAX_INSTANCES), predictor=OneDollar())
+    settings = ServiceSettings(max_instances=MAX_INSTANCES, prediction_log=False)
+    return create_app(settings, predictor=OneDollar())
 
 
 @pytest.fixture(scope="module")

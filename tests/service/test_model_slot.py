@@ -29,7 +29,7 @@ class Fixed:
 
 
 def test_an_app_built_with_a_predictor_serves_its_prices_over_http():
-    settings = ServiceSettings(max_instances=20, max_body_bytes=65_536)
+    settings = ServiceSettings(max_instances=20, max_body_bytes=65_536, prediction_log=False)
     with (
         TestClient(create_app(settings, predictor=Fixed(7))) as seven,
         TestClient(create_app(settings, predictor=Fixed(9))) as nine,
