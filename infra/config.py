@@ -143,6 +143,39 @@ class MonitoringConfig(_Section, frozen=True):
     timeout: str = "1800s"
 
 
+#: Cloud Run's limits on a job: tasks per execution, retries per task, a task's timeout (s).
+MAX_TASKS, MAX_RETRIES, MAX_TASK_SECONDS = 10_000, 10, 168 * 3600
+_SECONDS = re.compile(r"^[1-9][0-9]*s$")
+#: A Kubernetes-style quantity as Cloud Run takes it: ``2``, ``500m``, ``2Gi``.
+_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|Ki|Mi|Gi)?$")
+
+
+class BatchConfig(_Section, frozen=True):
+    """Batch prediction on GCP (README: Batch predictions on GCP, in the deploy guide): the
+    ``housing-batch`` Cloud Run job, ``python -m pipeline batch`` in the pipeline image. These
+    are each execution's defaults; an execution names its input and output, and may change the
+    task count, with overrides."""
+
+    enabled: bool = True
+    """Declare the ``housing-batch`` job and its grants (needs ``images.pipeline``)."""
+    tasks: Annotated[int, msgspec.Meta(ge=1, le=MAX_TASKS)] = 4
+    """Tasks of an execution (CLOUD_RUN_TASK_COUNT): each prices its share of the input."""
+    parallelism: Annotated[int, msgspec.Meta(ge=1)] = 4
+    """How many of those tasks run at once (at most ``tasks``)."""
+    cpu: str = "1"
+    """A task's vCPUs: one process per task; more tasks, not more CPUs, scale it out."""
+    memory: str = "2Gi"
+    """A task's memory: a task streams its share in chunks (about 1.5 GB at most)."""
+    timeout: str = "3600s"
+    """A task's timeout, in seconds (``3600s``; Cloud Run allows up to 168 h)."""
+    max_retries: Annotated[int, msgspec.Meta(ge=0, le=MAX_RETRIES)] = 1
+    """Retries of a failed task (a retry rewrites only that task's part)."""
+    runners: tuple[str, ...] = ()
+    """Members (``user:…``, ``group:…``, ``serviceAccount:…``) allowed to run the job with
+    overrides (a custom role on ``housing-batch`` alone); empty: only accounts with a
+    project-wide Cloud Run role (CI's ``roles/run.admin``) can."""
+
+
 class UIConfig(_Section, frozen=True):
     enabled: bool = False
     public: bool = False
@@ -264,6 +297,7 @@ class Settings(_Section, frozen=True):
     service: ServiceConfig = ServiceConfig()
     prediction_log: PredictionLogConfig = PredictionLogConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
+    batch: BatchConfig = BatchConfig()
     ui: UIConfig = UIConfig()
     github: GitHubConfig = GitHubConfig()
     release: Release | None = None
@@ -349,6 +383,7 @@ def check(config: StackConfig) -> None:
             f"{ns}:pipeline.schedule {p.schedule!r} is not a 5-field cron (e.g. '0 3 * * 1')"
         )
     _check_monitoring(config.monitoring)
+    _check_batch(config.batch)
     for section, scaling in (("service", config.service), ("ui", config.ui)):
         if scaling.max_instances < 1:
             raise ConfigError(f"{ns}:{section}.maxInstances must be at least 1")
@@ -419,6 +454,33 @@ def _check_monitoring(m: MonitoringConfig) -> None:
             f"{ns}:monitoring.retrainSource {source!r} must be a gs:// or https:// URI: the job "
             "runs in the cloud, where a local path doesn't exist"
         )
+
+
+def _check_batch(b: BatchConfig) -> None:
+    """What Cloud Run would refuse only at ``up``, refused at ``preview`` with the key to fix."""
+    ns = NAMESPACE
+    if b.parallelism > b.tasks:
+        raise ConfigError(
+            f"{ns}:batch.parallelism must be between 1 and batch.tasks ({b.tasks}), got "
+            f"{b.parallelism}: lower it, or raise batch.tasks"
+        )
+    if not _SECONDS.match(b.timeout) or int(b.timeout[:-1]) > MAX_TASK_SECONDS:
+        raise ConfigError(
+            f"{ns}:batch.timeout {b.timeout!r} must be whole seconds ending in 's', at most "
+            f"{MAX_TASK_SECONDS}s (168 h, Cloud Run's limit), e.g. '3600s'"
+        )
+    for key, value, fix in (
+        ("cpu", b.cpu, "'1', '2', '4' or '8'"),
+        ("memory", b.memory, "'512Mi', '2Gi', …"),
+    ):
+        if not _QUANTITY.match(value):
+            raise ConfigError(f"{ns}:batch.{key} {value!r} is not a quantity: use {fix}")
+    _check_members(
+        "batch.runners",
+        b.runners,
+        "'user:ada@example.com', 'group:ml@example.com' or "
+        "'serviceAccount:caller@p.iam.gserviceaccount.com'; a job is never public",
+    )
 
 
 def _check_cost(cost: CostConfig) -> None:

@@ -44,7 +44,11 @@ KEY_SETTINGS = {
         "template.taskCount",
         "template.parallelism",
         "template.template.containers.0.image",
+        "template.template.containers.0.commands",
         "template.template.containers.0.args",
+        "template.template.containers.0.resources.limits",
+        "template.template.timeout",
+        "template.template.maxRetries",
     ),
     "gcp:sql/databaseInstance:DatabaseInstance": (
         "databaseVersion",

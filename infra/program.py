@@ -12,6 +12,7 @@ from typing import Any
 import pulumi
 
 from infra.components import apis
+from infra.components import batch as batch_prediction
 from infra.components.artifact_registry import Registry, RegistryArgs, deployed_digests
 from infra.components.bucket import PREDICTIONS, Storage, StorageArgs
 from infra.components.cloud_sql import Database, DatabaseArgs
@@ -120,6 +121,8 @@ def build(config: StackConfig) -> dict[str, Any]:
         }
         if config.images.pipeline and config.monitoring.enabled:
             members["monitor"] = identity.member("monitor")
+        if config.images.pipeline and config.batch.enabled:
+            members["batch"] = identity.member("batch")
         if identity.ci is not None:
             members["ci"] = identity.ci.member
         members |= {_label(m): m for m in config.tracking.invokers}
@@ -217,6 +220,43 @@ def build(config: StackConfig) -> dict[str, Any]:
                 ),
                 opts=after(monitor_reads, monitor_writes, *tracking_ready),
             )
+        if config.batch.enabled:
+            b = config.batch
+            # The model's exports (read only), and inputs and outputs under batch/ alone.
+            batch_models = storage.grant(
+                "batch-models",
+                "roles/storage.objectViewer",
+                member("batch"),
+                prefixes=batch_prediction.READS,
+            )
+            batch_data = storage.grant(
+                "batch-data",
+                "roles/storage.objectUser",
+                member("batch"),
+                prefixes=batch_prediction.DATA,
+            )
+            batch = batch_prediction.Batch(
+                "batch",
+                batch_prediction.BatchArgs(
+                    project=project,
+                    region=region,
+                    image=config.images.pipeline,
+                    service_account=identity.email("batch"),
+                    bucket=storage.bucket_name,
+                    tracking_url=tracking_url,
+                    tasks=b.tasks,
+                    parallelism=b.parallelism,
+                    cpu=b.cpu,
+                    memory=b.memory,
+                    timeout=b.timeout,
+                    max_retries=b.max_retries,
+                    runners=b.runners,
+                    deletion_protection=prod,
+                    environment=environment,
+                ),
+                opts=after(batch_models, batch_data, *tracking_ready),
+            )
+            exports["batch_job"] = batch.job_name
 
     if config.release is not None:
         s = config.service

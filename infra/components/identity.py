@@ -14,7 +14,7 @@ import pulumi_random as random
 from infra.options import child_options
 
 TYPE = "housing-mlops:index:Identity"
-WORKLOADS = ("pipeline", "mlflow", "api", "ui", "monitor")
+WORKLOADS = ("pipeline", "mlflow", "api", "ui", "monitor", "batch")
 #: Project roles of each workload: only Cloud SQL's client role has no narrower scope.
 PROJECT_ROLES = {
     "pipeline": ("roles/cloudsql.client",),
@@ -22,6 +22,7 @@ PROJECT_ROLES = {
     "api": (),
     "ui": (),
     "monitor": (),
+    "batch": (),
 }
 #: What the deploy workflow needs for ``pulumi up`` of the whole stack, and why. An owner runs the
 #: first ``up`` (which creates these grants); CI's later runs only keep them.
@@ -29,7 +30,10 @@ CI_ROLES = {
     "roles/artifactregistry.admin": "the image repository and its cleanup policies",
     "roles/cloudscheduler.admin": "the retraining schedule",
     "roles/cloudsql.admin": "the instance, its databases and its user",
-    "roles/iam.roleAdmin": "the monitor's custom role (start a retrain, nothing else)",
+    "roles/iam.roleAdmin": (
+        "the custom roles of the monitor (start a retrain) and of batch runners (run the batch "
+        "job with overrides), nothing else"
+    ),
     "roles/iam.serviceAccountAdmin": "the workload accounts and grants on them",
     "roles/iam.workloadIdentityPoolAdmin": "the GitHub pool and provider this trust lives in",
     "roles/resourcemanager.projectIamAdmin": (

@@ -170,6 +170,27 @@ def no_public_mlflow_or_jobs(typ: str, props: Mapping[str, Any]) -> list[str]:
     return []
 
 
+#: Predefined roles a grant on one Cloud Run job may carry: running it as it is. Starting it with
+#: overrides takes a custom role of the project (``projects/<p>/roles/<id>``, whose name GCP
+#: computes: unknown in a first preview); ``roles/run.developer`` and wider would also let the
+#: member change the job's image, command or account, or delete it.
+JOB_GRANT_ROLES = {"roles/run.invoker"}
+_CUSTOM_ROLE = re.compile(r"^projects/[^/]+/roles/[A-Za-z0-9_.]+$")
+
+
+def job_grants_are_narrow(typ: str, props: Mapping[str, Any]) -> list[str]:
+    if typ not in JOB_IAM:
+        return []
+    role = _peek(props, "role")
+    if isinstance(role, Unknown) or role in JOB_GRANT_ROLES or _CUSTOM_ROLE.match(str(role)):
+        return []
+    return [
+        f"Cloud Run job {_name(props)!r} grants {role!r}: a job grant runs it "
+        "(roles/run.invoker) or runs it with overrides (a custom role holding "
+        "run.jobs.run and run.jobs.runWithOverrides); wider roles can change or delete the job"
+    ]
+
+
 def cloud_sql_is_closed(typ: str, props: Mapping[str, Any]) -> list[str]:
     if typ != SQL_INSTANCE:
         return []
@@ -264,6 +285,11 @@ RULES: dict[str, tuple[str, Rule]] = {
     "no-public-mlflow-or-jobs": (
         "No allUsers/allAuthenticatedUsers invoker on MLflow or on Cloud Run jobs.",
         no_public_mlflow_or_jobs,
+    ),
+    "job-grants-are-narrow": (
+        "A grant on a Cloud Run job runs it (roles/run.invoker) or runs it with overrides (a "
+        "custom role), never a role that can change or delete it.",
+        job_grants_are_narrow,
     ),
     "cloud-sql-closed": (
         "Cloud SQL has no public authorized networks; in production, backups with PITR and "

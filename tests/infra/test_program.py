@@ -184,6 +184,12 @@ def test_iam_bindings_are_exactly_the_intended_ones(stack, deployed):
         }
         if config.monitoring.schedule:
             expected.add((job, "housing-monitor", invoker, sa("monitor", config)))
+    if config.batch.enabled:
+        expected |= {
+            (run_svc, "housing-mlflow", invoker, sa("batch", config)),
+            (bucket, "data-bucket", "roles/storage.objectViewer", sa("batch", config)),
+            (bucket, "data-bucket", "roles/storage.objectUser", sa("batch", config)),
+        }
     assert grants == expected
 
     ci = "serviceAccount:housing-ci@"
