@@ -6,7 +6,9 @@ a threshold — common here, since counts and coordinates repeat and thresholds 
 The coordinate features are therefore looked up as scikit-learn computed them: cluster
 similarities for every place seen in training (:func:`place_lookup`), neighbour prices for every
 0.01° grid point near one (:func:`grid_neighbour_encoding`); only other places are computed, and
-those sum squared differences in coordinate order, as scikit-learn's neighbour search does.
+those sum squared differences in coordinate order, as scikit-learn's neighbour search does. A new
+place's neighbour price is found among the few candidates its cell holds (:func:`cell_index`),
+not among all training places, so an address off the grid costs little more than one on it.
 """
 
 from __future__ import annotations
@@ -57,6 +59,33 @@ class Graph:
 
     def columns(self, x: str, indices: Sequence[int]) -> str:
         return self.op("Gather", [x, self.const(list(indices), "idx", np.int64)], axis=1)
+
+    def branch(
+        self, condition: str, then: Callable[[Graph], str], otherwise: Callable[[Graph], str]
+    ) -> str:
+        """If: the nodes ``then`` builds run when ``condition`` (a bool scalar) holds, else
+        those of ``otherwise``; both give a double tensor. Constants stay in this graph."""
+        from onnx import TensorProto
+
+        branches = {}
+        for key, build in (("then_branch", then), ("else_branch", otherwise)):
+            sub = Graph()
+            sub.initializers, sub._n = self.initializers, self._n
+            result = sub.op("Identity", [build(sub)])
+            self._n = sub._n
+            output = self.helper.make_tensor_value_info(result, TensorProto.DOUBLE, None)
+            branches[key] = self.helper.make_graph(sub.nodes, self.name(key), [], [output])
+        return self.op("If", [condition], **branches)
+
+    def scatter_rows(self, base: str, rows: str, compute: Callable[[Graph], str]) -> str:
+        """``base`` with its ``rows`` ([m, 1] int64) set to what ``compute`` builds; those nodes
+        run only when there are such rows, since each node costs its call even on none."""
+        any_rows = self.op("Greater", [self.op("Size", [rows]), self.const(0, "zero", np.int64)])
+        return self.branch(
+            any_rows,
+            lambda sub: sub.op("ScatterND", [base, rows, compute(sub)]),
+            lambda sub: sub.op("Identity", [base]),
+        )
 
     def scale(self, x: str, mean: Any, scale: Any) -> str:
         return self.op("Div", [self.op("Sub", [x, self.const(mean)]), self.const(scale)])
@@ -158,13 +187,16 @@ def one_hot(g: Graph, categories: Sequence[Any]) -> str:
     return g.op("Cast", [flat], to=11)
 
 
-def neighbour_encoding(g: Graph, x: str, encoder: Any) -> str:
-    """NeighborTargetEncoder: places as near as the k-th nearest, weighted by 1/distance; a
-    place at distance zero takes all the weight."""
+def _encoder_places(encoder: Any) -> tuple[NDArray[np.float64], NDArray[np.float64], int]:
     places = np.asarray(encoder.places_, dtype=np.float64)
     targets = np.asarray(encoder.place_targets_, dtype=np.float64)
-    k = min(int(encoder.n_neighbors), len(places))
-    d2 = g.squared_distances(x, places)
+    return places, targets, min(int(encoder.n_neighbors), len(places))
+
+
+def distance_weighted(g: Graph, d2: str, targets: str, k: int) -> str:
+    """[n, m] squared distances to places and their targets (broadcast to it) → [n, 1]:
+    NeighborTargetEncoder's price. Places as near as the k-th nearest, weighted by 1/distance;
+    a place at distance zero takes all the weight."""
     nearest, _ = g.op("TopK", [d2, g.const([k], "k", np.int64)], n_out=2, largest=0, sorted=1)
     kth = g.op("ReduceMax", [nearest], axes=[1], keepdims=1)
     near = g.op("LessOrEqual", [d2, kth])
@@ -176,8 +208,163 @@ def neighbour_encoding(g: Graph, x: str, encoder: Any) -> str:
     )
     weights = g.op("Where", [any_exact, g.op("Cast", [exact], to=11), weights])
     axis = g.const([1], "ax", np.int64)
-    total = g.op("ReduceSum", [g.op("Mul", [weights, g.const(targets[None, :], "targets")]), axis])
+    total = g.op("ReduceSum", [g.op("Mul", [weights, targets]), axis])
     return g.op("Div", [total, g.op("ReduceSum", [weights, axis])])
+
+
+def neighbour_encoding(g: Graph, x: str, encoder: Any) -> str:
+    """NeighborTargetEncoder against every training place: O(places) a row."""
+    places, targets, k = _encoder_places(encoder)
+    d2 = g.squared_distances(x, places)
+    return distance_weighted(g, d2, g.const(targets[None, :], "targets"), k)
+
+
+#: Cells (degrees) of the index that gives a new place a few candidate neighbours.
+CELL_DEGREES = 0.05
+#: A cell with more candidates is left out of the index: its places are computed against all.
+MAX_CANDIDATES = 512
+#: Slack (degrees) for rounding: in the cell a place is put in, and in distances.
+_SLACK = 1e-7
+#: The padding place's coordinates: farther than any place, so never a neighbour.
+_FAR = 1e6
+
+
+class CellIndex(NamedTuple):
+    """The training places that can be a point's neighbours, per cell of the coordinate box."""
+
+    lows: NDArray[np.float64]
+    """[2] the box's lowest corner, where cell (0, 0) begins."""
+    shape: NDArray[np.int64]
+    """[2] cells along each coordinate; cells are numbered row-major."""
+    starts: NDArray[np.int32]
+    """[cells] where each cell's candidates begin in ``candidates``."""
+    counts: NDArray[np.int32]
+    """[cells] how many; 0 for a cell outside the index."""
+    candidates: NDArray[Any]
+    """Place rows, cell after cell, ascending within a cell; then ``counts.max()`` times
+    ``len(places)``, the padding place, so a row of any batch's width stays in bounds."""
+
+
+def cell_index(
+    places: NDArray[np.float64], k: int, lows: NDArray[np.float64], highs: NDArray[np.float64]
+) -> CellIndex:
+    """For each ``CELL_DEGREES`` cell of the box from ``lows`` to ``highs``, every place that
+    can be among the k nearest of a point in it, ties included. A point q of the cell with
+    centre c and half-diagonal h has k places within r_k(c) + h (r_k(c): c's k-th nearest
+    distance), so each place as near q as its k-th nearest lies within r_k(c) + 2h of c: those
+    are the candidates (h widened by ``_SLACK`` for rounding)."""
+    from sklearn.neighbors import KDTree
+
+    shape = np.floor((highs - lows) / CELL_DEGREES).astype(np.int64) + 1
+    cells = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), -1)
+    centres = lows + (cells.reshape(-1, 2) + 0.5) * CELL_DEGREES
+    h = np.hypot(CELL_DEGREES, CELL_DEGREES) / 2 + _SLACK
+    tree = KDTree(places)
+    r_k = tree.query(centres, k=k)[0][:, -1]
+    found = tree.query_radius(centres, r_k + 2 * h)
+    counts = np.array([len(f) if len(f) <= MAX_CANDIDATES else 0 for f in found])
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    dtype = np.int16 if len(places) < np.iinfo(np.int16).max else np.int32
+    padding = np.full(counts.max(initial=0), len(places))
+    kept = [np.sort(f) for f, n in zip(found, counts, strict=True) if n]
+    candidates = np.concatenate([*kept, padding]).astype(dtype)
+    return CellIndex(lows, shape, starts.astype(np.int32), counts.astype(np.int32), candidates)
+
+
+def cell_of(index: CellIndex, points: NDArray[np.float64]) -> NDArray[np.int64]:
+    """Each point's cell, as the graph computes it; -1 outside the box."""
+    cell = np.floor((points - index.lows) / CELL_DEGREES)
+    inside = np.all((cell >= 0) & (cell < index.shape), axis=1)
+    safe = np.where(inside[:, None], cell, 0.0)
+    return np.where(inside, safe[:, 0] * index.shape[1] + safe[:, 1], -1).astype(np.int64)
+
+
+def indexed_neighbour_encoding(
+    g: Graph, x: str, encoder: Any, lows: NDArray[np.float64], highs: NDArray[np.float64]
+) -> str:
+    """NeighborTargetEncoder for places ``x`` [n, 2]: a place in a cell of the index
+    (:func:`cell_index`) against that cell's candidates only — the same squared distances, so
+    the same neighbours, ties included; any other place against every place."""
+    places, _, k = _encoder_places(encoder)
+    index = cell_index(places, k, lows, highs)
+    cell = g.op(
+        "Floor",
+        [g.op("Div", [g.op("Sub", [x, g.const(index.lows[None, :])]), g.const(CELL_DEGREES)])],
+    )
+    shape = index.shape.astype(np.float64)
+    fits = g.op(
+        "And",
+        [
+            g.op("GreaterOrEqual", [cell, g.const(0.0)]),
+            g.op("Less", [cell, g.const(shape[None, :])]),
+        ],
+    )
+    inside = g.all_columns(fits)
+    safe = g.op("Where", [inside, cell, g.const(0.0)])
+    flat = g.op(
+        "Add", [g.op("Mul", [g.columns(safe, [0]), g.const(shape[1])]), g.columns(safe, [1])]
+    )
+    flat = g.op("Reshape", [g.op("Cast", [flat], to=7), g.const([-1], "s", np.int64)])
+    counts = g.const(index.counts, "counts", np.int32)
+    has_candidates = g.op(
+        "Greater", [g.op("Gather", [counts, flat], axis=0), g.const(0, "zero", np.int32)]
+    )
+    indexed = g.op(
+        "And", [inside, g.op("Unsqueeze", [has_candidates, g.const([1], "ax", np.int64)])]
+    )
+    rows, others = g.rows(indexed), g.rows(g.op("Not", [indexed]))
+    blank = g.op("Cast", [indexed], to=11)
+    found = g.scatter_rows(
+        blank,
+        rows,
+        lambda sub: _among_candidates(sub, x, rows, flat, counts, index, encoder),
+    )
+    return g.scatter_rows(
+        found, others, lambda sub: neighbour_encoding(sub, sub.op("GatherND", [x, others]), encoder)
+    )
+
+
+def _among_candidates(
+    g: Graph, x: str, rows: str, cells: str, counts: str, index: CellIndex, encoder: Any
+) -> str:
+    """The neighbour price of ``x``'s ``rows`` ([m, 1]) from their cells' candidates (``cells``:
+    every row's cell; ``counts``: each cell's), in a [m, width] table, width the largest of
+    these cells; short rows are filled with a padding place farther than any."""
+    places, targets, k = _encoder_places(encoder)
+    ax1 = g.const([1], "ax", np.int64)
+    cell = g.op("GatherND", [cells, rows])
+    count = g.op("Cast", [g.op("Gather", [counts, cell], axis=0)], to=7)
+    start = g.op(
+        "Cast", [g.op("Gather", [g.const(index.starts, "starts", np.int32), cell], axis=0)], to=7
+    )
+    most = g.op("Concat", [count, g.const([k], "k", np.int64)], axis=0)
+    column = g.op(
+        "Range",
+        [
+            g.const(0, "zero", np.int64),
+            g.op("ReduceMax", [most], keepdims=0),
+            g.const(1, "one", np.int64),
+        ],
+    )
+    position = g.op("Add", [g.op("Unsqueeze", [start, ax1]), column])
+    candidates = g.const(index.candidates, "candidates", index.candidates.dtype)
+    candidate = g.op("Cast", [g.op("Gather", [candidates, position], axis=0)], to=7)
+    valid = g.op("Less", [column, g.op("Unsqueeze", [count, ax1])])
+    padding = g.const(len(targets), "padding", np.int64)
+    place = g.op("Where", [valid, candidate, padding])
+    # One gather of each candidate's coordinates and target, split into [m, width] tables (2-D
+    # ops cost a fraction of 3-D broadcasts); then (q0 - p0)² + (q1 - p1)², as everywhere.
+    table = np.column_stack([np.vstack([places, np.full((1, 2), _FAR)]), np.r_[targets, 0.0]])
+    gathered = g.op("Gather", [g.const(table, "places"), place], axis=0)
+    first, second, place_targets = (
+        g.op("Squeeze", [part, g.const([2], "ax", np.int64)])
+        for part in g.op("Split", [gathered], n_out=3, axis=2)
+    )
+    near_x = g.op("GatherND", [x, rows])
+    d_first = g.op("Sub", [g.columns(near_x, [0]), first])
+    d_second = g.op("Sub", [g.columns(near_x, [1]), second])
+    d2 = g.op("Add", [g.op("Mul", [d_first, d_first]), g.op("Mul", [d_second, d_second])])
+    return distance_weighted(g, d2, place_targets, k)
 
 
 #: Coordinates are keyed on a 1e-2 degree grid (the census data's); the key only proposes a
@@ -299,8 +486,15 @@ def grid_neighbour_encoding(g: Graph, selected: str, transformer: Any, cols: lis
     value = g.op("Gather", [g.const(table[:, None], "grid"), flat], axis=0)
     known = g.op("And", [on_grid, g.op("Not", [g.op("IsNaN", [value])])])
     unknown = g.rows(g.op("Not", [known]))
-    computed = neighbour_encoding(g, g.op("GatherND", [selected, unknown]), transformer)
-    return g.op("ScatterND", [value, unknown, computed])
+    lows = np.array([RANGES[c].min for c in cols], dtype=np.float64)
+    highs = np.array([RANGES[c].max for c in cols], dtype=np.float64)
+    return g.scatter_rows(
+        value,
+        unknown,
+        lambda sub: indexed_neighbour_encoding(
+            sub, sub.op("GatherND", [selected, unknown]), transformer, lows, highs
+        ),
+    )
 
 
 def tree_attributes(model: Any, moved: Mapping[int, Move]) -> dict[str, Any]:
