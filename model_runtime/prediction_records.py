@@ -60,7 +60,10 @@ def encode(rows: Sequence[tuple[Any, ...]]) -> bytes:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    columns = {name: [row[i] for row in rows] for i, name in enumerate(COLUMNS)}
+    # Transposed in C: the service's writer thread runs this holding the interpreter's lock,
+    # which the event loop then waits for.
+    values = zip(*rows, strict=True) if rows else ([] for _ in COLUMNS)
+    columns = dict(zip(COLUMNS, map(list, values), strict=True))
     out = io.BytesIO()
     pq.write_table(pa.table(columns), out, compression="zstd")
     return out.getvalue()
