@@ -22,6 +22,7 @@ KEYS = {
     "canary_percent": "canaryPercent",
     "stable_revision": "stableRevision",
     "stable_image": "stableImage",
+    "shadow_percent": "shadowPercent",
 }
 
 
@@ -124,11 +125,14 @@ def promote(text: str, revision: str) -> str:
             "no canary revision to promote: the stack's canary_revision output is empty "
             "(nothing is on trial), or name it with --revision"
         )
+    # At 100% the stable revision serves nothing to mirror, so a shadow phase ends here.
+    shadow: dict[str, Any] = {"shadow_percent": 0} if release.shadow_percent else {}
     return with_release(
         text,
         canary_percent=100,
         stable_revision=revision,
         stable_image=effective_image(text, release),
+        **shadow,
     )
 
 

@@ -15,6 +15,8 @@ import msgspec
 
 STABLE_TAG = "stable"
 CANARY_TAG = "canary"
+#: The newest revision's tag while the stable revision mirrors requests to it.
+SHADOW_TAG = "shadow"
 #: Cloud Run revision names: lowercase letters, digits and hyphens, at most 63 characters.
 _MAX_NAME = 63
 
@@ -40,6 +42,9 @@ class Release(
     stable_image: str = ""
     """release.stableImage: the image the stable revision runs, kept by the registry's cleanup
     rules so a rollback always finds it (written by canary and promote)."""
+    shadow_percent: int = 0
+    """release.shadowPercent: share of the stable revision's prediction requests mirrored to
+    the newest revision (its ``shadow`` tag), 0-100; 0 mirrors nothing."""
 
 
 class TrafficTarget(msgspec.Struct, frozen=True):
@@ -61,6 +66,16 @@ def validate(release: Release) -> Release:
     if not 0 <= release.canary_percent <= 100:
         raise ReleaseError(
             f"release.canaryPercent must be between 0 and 100, got {release.canary_percent}"
+        )
+    if not 0 <= release.shadow_percent <= 100:
+        raise ReleaseError(
+            f"release.shadowPercent must be between 0 and 100, got {release.shadow_percent}"
+        )
+    if release.shadow_percent and release.canary_percent == 100:
+        raise ReleaseError(
+            f"release.shadowPercent is {release.shadow_percent} but release.canaryPercent is "
+            "100: the stable revision serves nothing to mirror; set canaryPercent to 0 for a "
+            "shadow phase, or shadowPercent to 0"
         )
     if release.canary_percent < 100 and not release.stable_revision:
         raise ReleaseError(

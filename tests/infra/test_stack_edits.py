@@ -64,3 +64,24 @@ def test_invalid_percent_is_refused():
         stack_edits.read_release(stack_edits.canary(STACK, 7, 50, "api-m6-1a2b3c4d")).canary_percent
         == 50
     )
+
+
+def test_shadow_percent_is_read_and_promote_ends_the_shadow_phase():
+    shadowing = stack_edits.with_release(
+        stack_edits.canary(STACK, 7, 0, "api-m6-1a2b3c4d"), shadow_percent=50
+    )
+    assert "    shadowPercent: 50" in shadowing.splitlines()
+    release = stack_edits.read_release(shadowing)
+    assert release is not None
+    assert release.shadow_percent == 50
+    promoted = stack_edits.promote(shadowing, "api-m7-5e6f7a8b")
+    assert "    shadowPercent: 0" in promoted.splitlines()
+    assert "shadowPercent" not in stack_edits.promote(
+        stack_edits.canary(STACK, 7, 10, "api-m6-1a2b3c4d"), "api-m7-5e6f7a8b"
+    )
+
+
+def test_a_shadow_percent_out_of_range_is_refused():
+    canaried = stack_edits.canary(STACK, 7, 0, "api-m6-1a2b3c4d")
+    with pytest.raises(ReleaseError, match=r"release\.shadowPercent must be between 0 and 100"):
+        stack_edits.with_release(canaried, shadow_percent=150)

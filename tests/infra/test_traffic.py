@@ -47,9 +47,27 @@ def test_revision_names_are_stable_and_change_with_the_template():
         ({"canary_percent": 10}, "release.stableRevision is empty"),
         ({"model_version": 0}, "release.modelVersion"),
         ({"image": ""}, "release.image"),
+        (
+            {"shadow_percent": 101, "canary_percent": 0, "stable_revision": "svc-m6-aaaa"},
+            "release.shadowPercent must be between 0 and 100, got 101",
+        ),
+        (
+            {"shadow_percent": -1, "canary_percent": 0, "stable_revision": "svc-m6-aaaa"},
+            "release.shadowPercent must be between 0 and 100, got -1",
+        ),
+        ({"shadow_percent": 20}, "release.shadowPercent is 20 but release.canaryPercent is 100"),
     ],
 )
 def test_bad_release_names_the_key(kw, key):
     with pytest.raises(ReleaseError) as err:
         split(release(**kw), "svc-m7-bbbb")
     assert key in str(err.value)
+
+
+def test_shadow_defaults_to_off_and_a_shadow_phase_keeps_all_traffic_on_stable():
+    assert release().shadow_percent == 0
+    shadowing = release(canary_percent=0, shadow_percent=100, stable_revision="svc-m6-aaaa")
+    assert [(t.revision, t.percent) for t in split(shadowing, "svc-m7-bbbb")] == [
+        ("svc-m6-aaaa", 100),
+        ("svc-m7-bbbb", 0),
+    ]
