@@ -98,6 +98,9 @@ class ServiceConfig(_Section, frozen=True):
     memory: str = "1Gi"
     concurrency: int = 40
     """Requests one instance takes at once."""
+    faults: str = ""
+    """HOUSING_FAULTS of new revisions, for release drills (``error_rate=0.05``,
+    ``delay_ms=200``, ``price_factor=1.1``); refused on a production stack."""
 
 
 class PredictionLogConfig(_Section, frozen=True):
@@ -389,6 +392,12 @@ def check(config: StackConfig) -> None:
             raise ConfigError(f"{ns}:{section}.maxInstances must be at least 1")
     if config.service.min_instances > config.service.max_instances:
         raise ConfigError(f"{ns}:service.minInstances exceeds service.maxInstances")
+    if config.production and config.service.faults.strip():
+        raise ConfigError(
+            f"{ns}:service.faults is {config.service.faults!r} on a production stack: fault "
+            "injection is for drills on dev; remove service.faults (the service refuses to "
+            "start with it where ENVIRONMENT is prod)"
+        )
     _check_members(
         "tracking.invokers",
         config.tracking.invokers,

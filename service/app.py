@@ -13,6 +13,7 @@ from typing import Any
 import anyio
 from litestar import Litestar, Request, Response, get, post
 from litestar.config.cors import CORSConfig
+from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import HTTPException
 from litestar.openapi.datastructures import ResponseSpec
@@ -20,6 +21,7 @@ from litestar.plugins.prometheus import PrometheusConfig
 
 from model_runtime import loader
 from model_runtime.contract import OCEAN_PROXIMITY
+from service.faults import FaultInjector
 from service.model_slot import LoadedModel, ModelSlot
 from service.observability import (
     METRICS_MEDIA_TYPE,
@@ -81,7 +83,12 @@ async def predict(
         )
     houses = parse_predict_request(await request.body(), settings.max_instances)
     request.scope["state"]["batch_size"] = len(houses)
+    faults: FaultInjector | None = request.app.state.faults if settings.faults else None
+    if faults is not None:
+        await faults.before()  # a drill (HOUSING_FAULTS): may sleep, may answer an error
     prices = await model.prices(houses)
+    if faults is not None:
+        prices = faults.prices(prices)
     meta = model.meta
     PREDICTIONS.labels(meta.version).inc(len(prices))
     # For the prediction log, which the request-log middleware feeds once the answer is sent.
@@ -191,6 +198,23 @@ def prediction_log(settings: ServiceSettings, gcs_client: Any = None) -> Predict
     )
 
 
+def fault_injector(settings: ServiceSettings) -> FaultInjector | None:
+    """The drill's injector (HOUSING_FAULTS), or None. Production refuses it here too, for
+    settings built in code rather than read (whose check refuses it first)."""
+    if not settings.faults.strip():
+        return None
+    if settings.production:
+        raise ValueError(
+            f"HOUSING_FAULTS is set but ENVIRONMENT is {settings.environment!r}: fault injection "
+            "is for drills on dev and local; unset HOUSING_FAULTS"
+        )
+    plan = settings.fault_plan
+    if not plan.active:
+        return None
+    log.warning("fault injection on (HOUSING_FAULTS=%s): a drill, not for users", settings.faults)
+    return FaultInjector(plan)
+
+
 def create_app(
     settings: ServiceSettings, gcs_client: Any = None, predictor: Predictor | None = None
 ) -> Litestar:
@@ -199,6 +223,7 @@ def create_app(
     Every priced house goes to the prediction log (unless PREDICTION_LOG is off), whose writer
     runs from start-up to shutdown, when its final flush follows the drain."""
     slot = ModelSlot()
+    faults = fault_injector(settings)
     plog = prediction_log(settings, gcs_client)
 
     @asynccontextmanager
@@ -278,6 +303,7 @@ def create_app(
             Exception: _server_error,
         },
         cors_config=cors,
+        state=State({"faults": faults}),
         request_max_body_size=settings.max_body_bytes,
         logging_config=None,
     )

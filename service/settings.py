@@ -14,6 +14,10 @@ from msgspec import Meta
 from housing_platform.settings_reader import Problem, read_settings
 from model_runtime.exports import DEFAULT_MODEL, export_prefix
 from model_runtime.loader import ModelSource
+from service.faults import FaultPlan, FaultSpecError, parse
+
+#: ENVIRONMENT values that mean production: no fault injection there.
+PRODUCTION = frozenset({"prod", "production"})
 
 #: What uvicorn itself spends between SIGTERM and the lifespan's shutdown, beyond the drain:
 #: its main loop notices the signal within 0.1 s, then it waits 0.1 s for connections to close.
@@ -67,6 +71,13 @@ class ServiceSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_
     """The final flush's budget at shutdown, after the drain (PREDICTION_LOG_FLUSH_SECONDS)."""
     revision: str = ""
     """The serving revision (K_REVISION, which Cloud Run sets); empty = "local"."""
+    environment: str = "local"
+    """Where the service runs (ENVIRONMENT): infra sets its stack's (``dev``, or ``prod`` on a
+    production stack); ``prod`` or ``production`` refuses HOUSING_FAULTS."""
+    faults: str = ""
+    """Fault injection for release drills (HOUSING_FAULTS), e.g. ``error_rate=0.05``,
+    ``delay_ms=200``, ``price_factor=1.1`` (comma-separated); empty = none. Refused in
+    production."""
 
     @property
     def home_path(self) -> Path:
@@ -99,6 +110,15 @@ class ServiceSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_
         return UVICORN_STOP_SECONDS + self.drain_seconds + flush
 
     @property
+    def production(self) -> bool:
+        return self.environment.strip().lower() in PRODUCTION
+
+    @property
+    def fault_plan(self) -> FaultPlan:
+        """What HOUSING_FAULTS asks for (checked at start, so it parses)."""
+        return parse(self.faults)
+
+    @property
     def model_source(self) -> ModelSource:
         return ModelSource(
             model_uri=self.model_uri, tracking_uri=self.tracking_uri, fallback=self.fallback
@@ -126,6 +146,8 @@ VARIABLES = {
     "PREDICTION_LOG_CAPACITY_ROWS": "prediction_log_capacity_rows",
     "PREDICTION_LOG_FLUSH_SECONDS": "prediction_log_flush_seconds",
     "K_REVISION": "revision",
+    "ENVIRONMENT": "environment",
+    "HOUSING_FAULTS": "faults",
 }
 
 
@@ -155,6 +177,17 @@ def _problems(s: ServiceSettings) -> Iterator[Problem]:
             f"{UVICORN_STOP_SECONDS:g} s fit in the {s.shutdown_grace_seconds:g} s the platform "
             "allows after SIGTERM (SHUTDOWN_GRACE_SECONDS; Cloud Run allows 10)",
         )
+    if s.faults.strip():
+        try:
+            parse(s.faults)
+        except FaultSpecError as exc:
+            yield Problem("faults", exc.expected)
+        if s.production:
+            yield Problem(
+                "faults",
+                f"no faults where ENVIRONMENT is {s.environment!r}: fault injection is for "
+                "drills on dev and local, never on production",
+            )
     if s.prediction_log_batch_rows > s.prediction_log_capacity_rows:
         yield Problem(
             "prediction_log_capacity_rows",

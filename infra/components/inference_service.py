@@ -44,6 +44,8 @@ class InferenceArgs(cloudrun.WorkloadArgs, frozen=True, kw_only=True):
     prediction_log_batch_rows: int = 1000
     prediction_log_interval_seconds: float = 10.0
     prediction_log_capacity_rows: int = 100_000
+    faults: str = ""
+    """HOUSING_FAULTS, for release drills (the config check refuses it on production)."""
 
 
 Text = pulumi.Input[str]
@@ -111,6 +113,9 @@ def revision_template(
                     *prediction_log_env(args, bucket),
                     cloudrun.env("HOST", "0.0.0.0"),
                     cloudrun.env("DRAIN_SECONDS", "8"),
+                    # prod refuses HOUSING_FAULTS at start, whoever sets it.
+                    cloudrun.env("ENVIRONMENT", args.environment),
+                    *([cloudrun.env("HOUSING_FAULTS", args.faults)] if args.faults else []),
                 ],
                 "resources": cloudrun.resources(args.cpu, args.memory),
                 "startup_probe": cloudrun.http_probe("/ready", period=2, failures=60),

@@ -1,0 +1,1 @@
+"""Safe releases: judging a canary step from its evidence (``rollout.judge``)."""
