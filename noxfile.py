@@ -99,6 +99,14 @@ def monitor(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def batch(session: nox.Session) -> None:
+    """Price a file of houses with a model version: `nox -s batch -- --input SRC --output DST
+    [--version N | --alias A] [--tasks K] [--overwrite | --resume]`."""
+    install(session, "pipeline")
+    session.run("python", "-m", "pipeline", "batch", *session.posargs, env=offline_env())
+
+
+@nox.session(python=PYTHON)
 def serve(session: nox.Session) -> None:
     """The inference service on 127.0.0.1:8080, serving the pipeline's champion."""
     install(session, "service")

@@ -62,6 +62,8 @@ PACKAGES = (
     "housing_platform",
     "local_platform",
     "tracking_server",
+    "batch_prediction",
+    "rollout",
 )
 #: The images' user (``useradd --uid 10001 app`` in every Dockerfile).
 APP_UID = 10001
@@ -142,6 +144,7 @@ IMAGES = (
         roots=("pipeline.__main__", "pipeline.steps", "housing_platform.id_token"),
         imports=(
             "pipeline.cli",
+            "batch_prediction.cli",
             "pipeline.orchestrator",
             "pipeline.model_registry",
             "pipeline.onnx_translation",
@@ -157,7 +160,8 @@ IMAGES = (
             "pyarrow",
             "git",
         ),
-        absent=("service", "ui", "infra", "litestar", "streamlit", "pulumi"),
+        # service: only the modules batch prediction shares with it (house checks, predictor).
+        absent=("service.app", "ui", "infra", "litestar", "streamlit", "pulumi"),
         plugin=True,
         token=True,
     ),

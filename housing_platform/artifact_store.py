@@ -13,13 +13,19 @@ import io
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 import pandas as pd
 
 if TYPE_CHECKING:
     from google.cloud import storage as gcs
+
+
+#: Bytes per request of a streamed read or write on GCS (a multiple of 256 KiB, as resumable
+#: uploads require).
+CHUNK_BYTES = 8 * 1024 * 1024
 
 
 class StorageError(RuntimeError):
@@ -34,6 +40,9 @@ class ArtifactStore(Protocol):
     def exists(self, key: str) -> bool: ...
     def delete(self, key: str) -> None: ...
     def list(self, prefix: str = "") -> list[str]: ...
+    def open_read(self, key: str) -> IO[bytes]: ...
+    def open_write(self, key: str) -> contextlib.AbstractContextManager[IO[bytes]]: ...
+    def create(self, key: str, data: bytes) -> bool: ...
 
 
 class LocalStore:
@@ -66,6 +75,44 @@ class LocalStore:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+    def open_read(self, key: str) -> IO[bytes]:
+        """A seekable binary file, for inputs too large to hold in memory."""
+        try:
+            return self._path(key).open("rb")
+        except (FileNotFoundError, IsADirectoryError):
+            raise StorageError(f"artifact {key!r} not found in {self.uri}") from None
+
+    @contextlib.contextmanager
+    def open_write(self, key: str) -> Iterator[IO[bytes]]:
+        """A binary file written as a stream; the artifact appears only when the block ends
+        without an error (a temp file renamed into place), as with ``write_bytes``."""
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                yield fh
+            Path(tmp).replace(path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def create(self, key: str, data: bytes) -> bool:
+        """Write ``key`` only if it doesn't exist yet (atomically: a hard link fails on an
+        existing name); False when another writer got there first."""
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.link(tmp, path)
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            Path(tmp).unlink(missing_ok=True)
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
@@ -105,6 +152,32 @@ class GCSStore:
 
     def write_bytes(self, key: str, data: bytes) -> None:
         self.bucket.blob(self._name(key)).upload_from_string(data)
+
+    def open_read(self, key: str) -> IO[bytes]:
+        """A seekable reader fetching ranges as it goes (the object is never held whole)."""
+        blob = self.bucket.blob(self._name(key))
+        if not blob.exists():
+            raise StorageError(f"artifact {key!r} not found in {self.uri}")
+        return blob.open("rb", chunk_size=CHUNK_BYTES)
+
+    @contextlib.contextmanager
+    def open_write(self, key: str) -> Iterator[IO[bytes]]:
+        """A resumable upload; the object appears only when the block ends without an error
+        (an error cancels the upload)."""
+        blob = self.bucket.blob(self._name(key))
+        with blob.open("wb", chunk_size=CHUNK_BYTES, ignore_flush=True) as fh:
+            yield fh
+
+    def create(self, key: str, data: bytes) -> bool:
+        """Write ``key`` only if no object has that name (generation precondition 0); False
+        when another writer got there first."""
+        from google.api_core.exceptions import PreconditionFailed
+
+        try:
+            self.bucket.blob(self._name(key)).upload_from_string(data, if_generation_match=0)
+        except PreconditionFailed:
+            return False
+        return True
 
     def exists(self, key: str) -> bool:
         return bool(self.bucket.blob(self._name(key)).exists())

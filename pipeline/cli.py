@@ -78,6 +78,11 @@ def _parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="compute and print; write, log and compact nothing"
     )
 
+    # Listed here; its arguments are batch_prediction's own (main hands them over unparsed).
+    sub.add_parser(
+        "batch", help="price a CSV or parquet file of houses with a model version", add_help=False
+    )
+
     sub.add_parser("steps", help="list the steps with what each reads and writes")
     return parser
 
@@ -225,6 +230,11 @@ def _steps() -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     from pipeline.errors import PipelineError
 
+    given = list(sys.argv[1:] if argv is None else argv)
+    if given[:1] == ["batch"]:  # imported only for this command
+        from batch_prediction.cli import main as batch
+
+        return batch(given[1:], prog="python -m pipeline batch")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = _parser().parse_args(argv)
     try:

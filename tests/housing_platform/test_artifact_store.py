@@ -44,3 +44,51 @@ def test_gcs_store_against_the_emulator(gcs_client):
     assert store.list() == ["data/raw.parquet"]
     with pytest.raises(StorageError, match="not found in gs://artifacts/runs/1"):
         store.read_bytes("reports/r.json")
+
+
+def _streams(store, big: bytes) -> None:
+    """What the batch job relies on: a streamed write appears whole or not at all, and a
+    streamed read seeks."""
+    with store.open_write("out/part.bin") as fh:
+        for start in range(0, len(big), 1 << 20):
+            fh.write(big[start : start + (1 << 20)])
+    assert store.read_bytes("out/part.bin") == big
+    with store.open_read("out/part.bin") as fh:
+        fh.seek(len(big) - 10)
+        assert fh.read() == big[-10:]
+        fh.seek(5)
+        assert fh.read(3) == big[5:8]
+
+    def fail_half_way() -> None:
+        with store.open_write("out/failed.bin") as fh:
+            fh.write(big[:1000])
+            raise RuntimeError("half-way")
+
+    with pytest.raises(RuntimeError, match="half-way"):
+        fail_half_way()
+    assert not store.exists("out/failed.bin")
+    assert store.list("out") == ["out/part.bin"]
+    with pytest.raises(StorageError, match="not found"):
+        store.open_read("out/none.bin")
+
+
+BIG = bytes(range(256)) * (12 * 4096 + 7)  # 12 MiB and a bit: more than one GCS chunk
+
+
+def test_local_streams(tmp_path):
+    _streams(LocalStore(tmp_path), BIG)
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["part.bin"]
+
+
+def test_a_create_only_write_loses_to_an_existing_artifact(tmp_path):
+    """(gcp-storage-emulator ignores ifGenerationMatch, so GCS's precondition is not tested.)"""
+    store = LocalStore(tmp_path)
+    assert store.create("out/manifest.json", b"first") is True
+    assert store.create("out/manifest.json", b"second") is False
+    assert store.read_bytes("out/manifest.json") == b"first"
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["manifest.json"]
+
+
+def test_gcs_streams_against_the_emulator(gcs_client):
+    gcs_client.create_bucket("streams")
+    _streams(open_store("gs://streams/batch", gcs_client), BIG)

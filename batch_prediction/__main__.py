@@ -1,0 +1,5 @@
+import sys
+
+from batch_prediction.cli import main
+
+sys.exit(main())
