@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,7 +42,17 @@ def run(args: argparse.Namespace) -> int:
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # Why each model source failed is in the one error line; its log records would repeat it.
-    logging.getLogger("model_runtime.loader").setLevel(logging.CRITICAL)
+    # Quietened for this run only: a caller in the same process (a test, a notebook) keeps its own.
+    loader_log = logging.getLogger("model_runtime.loader")
+    level = loader_log.level
+    loader_log.setLevel(logging.CRITICAL)
+    try:
+        return _run(args, job, (BatchError, StorageError))
+    finally:
+        loader_log.setLevel(level)
+
+
+def _run(args: argparse.Namespace, job: Any, failures: tuple[type[Exception], ...]) -> int:
     request = job.Request(
         input=args.input,
         output=args.output,
@@ -55,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     )
     try:
         found, seconds = job.timed(request, os.environ)
-    except (BatchError, StorageError) as exc:
+    except failures as exc:
         print(f"error: batch: {exc}", file=sys.stderr)
         return 1
     if found is not None and not args.child:
