@@ -65,16 +65,8 @@ class LocalStore:
             raise StorageError(f"artifact {key!r} not found in {self.uri}") from None
 
     def write_bytes(self, key: str, data: bytes) -> None:
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            Path(tmp).replace(path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with self.open_write(key) as fh:
+            fh.write(data)
 
     def open_read(self, key: str) -> IO[bytes]:
         """A seekable binary file, for inputs too large to hold in memory."""

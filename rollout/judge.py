@@ -215,13 +215,8 @@ def judge_errors(evidence: ErrorEvidence, limits: JudgeLimits = DEFAULT_LIMITS) 
         "stable_requests": float(e.stable_requests),
         "stable_errors": float(e.stable_errors),
     }
-    short = {
-        side: n
-        for side, n in (("canary", e.canary_requests), ("stable", e.stable_requests))
-        if n < limits.min_requests
-    }
-    if short:
-        counts = ", ".join(f"{side} {n}" for side, n in short.items())
+    counts = too_few(e.canary_requests, e.stable_requests, limits)
+    if counts:
         return Check(
             name="errors",
             outcome=INCONCLUSIVE,
@@ -252,6 +247,12 @@ def judge_errors(evidence: ErrorEvidence, limits: JudgeLimits = DEFAULT_LIMITS) 
     )
 
 
+def too_few(canary_requests: int, stable_requests: int, limits: JudgeLimits) -> str:
+    """The sides with fewer requests than a decision needs ("canary 120, stable 90"), or ""."""
+    sides = (("canary", canary_requests), ("stable", stable_requests))
+    return ", ".join(f"{side} {n}" for side, n in sides if n < limits.min_requests)
+
+
 def fisher_p_value(e: ErrorEvidence) -> float:
     """One-sided Fisher exact p-value of "the canary's error odds are higher than stable's"."""
     if e.canary_errors == 0:
@@ -272,13 +273,8 @@ def judge_latency(evidence: LatencyEvidence, limits: JudgeLimits = DEFAULT_LIMIT
         "canary_requests": float(e.canary_requests),
         "stable_requests": float(e.stable_requests),
     }
-    short = {
-        side: n
-        for side, n in (("canary", e.canary_requests), ("stable", e.stable_requests))
-        if n < limits.min_requests
-    }
-    if short:
-        counts = ", ".join(f"{side} {n}" for side, n in short.items())
+    counts = too_few(e.canary_requests, e.stable_requests, limits)
+    if counts:
         return Check(
             name="latency",
             outcome=INCONCLUSIVE,
