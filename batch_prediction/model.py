@@ -81,7 +81,7 @@ def prices(predictor: Predictor, feed: dict[str, NDArray[Any]]) -> NDArray[np.fl
     if not len(feed[onnx_runtime.NUMERIC_INPUT]):
         return np.empty(0)
     if predictor.fast is not None:
-        return onnx_runtime.predict(predictor.fast, feed)
+        return onnx_runtime.predict(predictor.fast, feed, onnx_runtime.BULK_CHUNK)
     frame = pd.DataFrame(feed[onnx_runtime.NUMERIC_INPUT], columns=list(NUMERIC_FEATURES))
     frame[CATEGORICAL] = feed[onnx_runtime.CATEGORY_INPUT][:, 0]
     return np.asarray(predictor.model.predict(frame), dtype=np.float64)
