@@ -46,7 +46,10 @@ def _what(version: str | None, alias: str) -> str:
 def resolve(version: str | None, alias: str, env: Mapping[str, str], gcs_client: Any = None) -> str:
     """The version number the run will price with (an alias is read once, so every task of
     the run uses the same version even if the alias moves meanwhile)."""
-    found, reasons = loader.load(source(version, alias, env), lambda got: got.meta, gcs_client)
+    order = loader.EXPORT_FIRST if version else loader.REGISTRY_FIRST
+    found, reasons = loader.load(
+        source(version, alias, env), lambda got: got.meta, gcs_client, order
+    )
     if found is None:
         raise BatchError(
             f"model {DEFAULT_MODEL} {_what(version, alias)} can't be loaded: {'; '.join(reasons)}"
@@ -62,8 +65,10 @@ def resolve(version: str | None, alias: str, env: Mapping[str, str], gcs_client:
 def load(
     version: str | None, alias: str, env: Mapping[str, str], gcs_client: Any = None
 ) -> Predictor:
-    """The version (or the alias's) as the service would serve it."""
-    predictor, reasons = loader.load(source(version, alias, env), Predictor, gcs_client)
+    """The version (or the alias's) as the service would serve it. A pinned version is read
+    from its export first (a batch run's tasks are all pinned), an alias from the registry."""
+    order = loader.EXPORT_FIRST if version else loader.REGISTRY_FIRST
+    predictor, reasons = loader.load(source(version, alias, env), Predictor, gcs_client, order)
     if predictor is None:
         raise BatchError(
             f"model {DEFAULT_MODEL} {_what(version, alias)} can't be loaded: {'; '.join(reasons)}"

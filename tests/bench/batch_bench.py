@@ -6,8 +6,8 @@ coordinates move by whole 0.01° steps (up to 3 each way), as houses at known pl
 grid, by a uniform amount within ±0.01° that leaves them between grid points, as real addresses
 are. Each set is priced by `python -m pipeline batch --tasks <cores>` into parquet: wall time,
 rows/s, the peak memory of its largest process (a task), and the share of houses off the grid.
-Beside each, the service's own predictor in this process on 20,000 of the same houses, in
-requests of 1,000 (decode and check of the JSON body, then the model call): houses/s.
+Beside each, the same houses through the online service: `python -m service` on loopback (one
+process, as on Cloud Run), 20,000 of them in requests of 1,000, two requests at a time: houses/s.
 
 Needs a champion: it uses $HOUSING_MLOPS_HOME (default ./.housing-mlops), so run
 `nox -s pipeline` first. $BENCH_BATCH_ROWS changes the million; $BENCH_BATCH_TASKS the tasks.
@@ -21,18 +21,22 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from model_runtime.contract import FEATURES, NUMERIC_FEATURES, RANGES
+from tests.helpers import free_port, http_status, running, wait_until
 
 ROOT = Path(__file__).parents[2]
 ROWS = int(os.environ.get("BENCH_BATCH_ROWS", "1000000"))
 TASKS = int(os.environ.get("BENCH_BATCH_TASKS", str(os.cpu_count() or 1)))
 ONLINE_ROWS = 20_000
 REQUEST = 1_000
+PREDICT = "/api/v1/predict"
+JSON = {"content-type": "application/json"}
 COUNTS = [n for n in NUMERIC_FEATURES if n not in ("longitude", "latitude")]
 
 #: Runs a command and prints the peak resident memory of its largest process (KiB) last.
@@ -90,26 +94,48 @@ def priced(src: Path, dst: Path, env: dict[str, str]) -> tuple[float, float, dic
     return seconds, peak_kib / 1024, json.loads((dst / "_manifest.json").read_text())
 
 
-def online(frame: pd.DataFrame, home: str) -> tuple[float, str]:
-    """Houses/s of the service's predictor in process, on requests of REQUEST houses."""
-    from model_runtime.loader import load
-    from service.predictor import Predictor
-    from service.schemas import parse_predict_request
-    from service.settings import from_env
+def online(frame: pd.DataFrame, env: dict[str, str], log: Path) -> tuple[float, str]:
+    """Houses/s through the online service: ``python -m service`` (one process, as on Cloud Run)
+    on loopback, the prediction log off (a bench writes nothing to the home), answering
+    ``ONLINE_ROWS`` of the same houses in requests of ``REQUEST``, two at a time (as the batch
+    has two tasks), over keep-alive connections."""
+    import httpx
 
-    predictor, reasons = load(from_env({"HOUSING_MLOPS_HOME": home}).model_source, Predictor)
-    if predictor is None:
-        sys.exit(f"no model: {reasons}; run `nox -s pipeline` first")
     rows = frame[list(FEATURES)].head(ONLINE_ROWS).astype(object)
     records = rows.where(rows.notna(), None).to_dict("records")
     bodies = [
         json.dumps({"instances": records[i : i + REQUEST]}).encode()
         for i in range(0, len(records), REQUEST)
     ]
-    began = time.perf_counter()
-    for body in bodies:
-        predictor.predict(parse_predict_request(body, REQUEST))
-    return len(records) / (time.perf_counter() - began), predictor.runtime
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    served = env | {
+        "PORT": str(port),
+        "HOST": "127.0.0.1",
+        "PREDICTION_LOG": "false",
+        "MAX_INSTANCES": str(REQUEST),
+    }
+    argv = [sys.executable, "-m", "service"]
+    with running(argv, log=log, env=served) as proc:
+        status = wait_until(
+            lambda: (http_status(base + "/ready", timeout=1) or 0) in (200, 503) or None,
+            "the service answering /ready",
+            process=proc,
+            log=log,
+        )
+        if status and http_status(base + "/ready") != 200:
+            sys.exit("the service has no model: run `nox -s pipeline` first")
+        with httpx.Client(base_url=base, timeout=60) as client:
+            info = client.get("/api/v1/model").json()
+            client.post(PREDICT, content=bodies[0], headers=JSON).raise_for_status()  # warm
+            began = time.perf_counter()
+            with ThreadPoolExecutor(2) as pool:
+                for answer in pool.map(
+                    lambda body: client.post(PREDICT, content=body, headers=JSON), bodies
+                ):
+                    answer.raise_for_status()
+            seconds = time.perf_counter() - began
+    return len(records) / seconds, str(info.get("runtime", "?"))
 
 
 def main() -> None:
@@ -132,7 +158,7 @@ def main() -> None:
             src = Path(tmp) / f"{name.replace(' ', '-')}.parquet"
             frame.to_parquet(src, index=False, row_group_size=65_536)
             share = off_grid_share(frame)
-            per_s, runtime = online(frame, home)
+            per_s, runtime = online(frame, env, Path(tmp) / "service.log")
             del frame
             seconds, peak, found = priced(src, Path(tmp) / f"{src.stem}-out", env)
             print(
