@@ -101,6 +101,11 @@ class ServiceConfig(_Section, frozen=True):
     faults: str = ""
     """HOUSING_FAULTS of new revisions, for release drills (``error_rate=0.05``,
     ``delay_ms=200``, ``price_factor=1.1``); refused on a production stack."""
+    shadowing: bool = False
+    """New revisions run with CPU always allocated and the API's account may invoke its own
+    service, so that a revision, once stable, can mirror a later release's shadow phase
+    (``release.shadowPercent``). A stack setting, not a function of shadowPercent: a revision's
+    CPU allocation is fixed when it is made, and the revision that mirrors is the stable one."""
 
 
 class PredictionLogConfig(_Section, frozen=True):
@@ -397,6 +402,17 @@ def check(config: StackConfig) -> None:
             f"{ns}:service.faults is {config.service.faults!r} on a production stack: fault "
             "injection is for drills on dev; remove service.faults (the service refuses to "
             "start with it where ENVIRONMENT is prod)"
+        )
+    if (
+        config.release is not None
+        and config.release.shadow_percent
+        and not config.service.shadowing
+    ):
+        raise ConfigError(
+            f"{ns}:release.shadowPercent is {config.release.shadow_percent} but "
+            "service.shadowing is off: the stable revision would mirror with its CPU throttled "
+            "after each answer and no invoker grant on the shadow tag URL; set "
+            "service.shadowing: true (`pulumi up`, then promote a revision made with it) first"
         )
     _check_members(
         "tracking.invokers",

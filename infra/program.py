@@ -283,6 +283,7 @@ def build(config: StackConfig) -> dict[str, Any]:
                 memory=s.memory,
                 concurrency=s.concurrency,
                 faults=s.faults,
+                shadowing=s.shadowing,
                 prediction_log=config.prediction_log.enabled,
                 prediction_log_batch_rows=config.prediction_log.batch_rows,
                 prediction_log_interval_seconds=config.prediction_log.interval_seconds,

@@ -46,6 +46,10 @@ class InferenceArgs(cloudrun.WorkloadArgs, frozen=True, kw_only=True):
     prediction_log_capacity_rows: int = 100_000
     faults: str = ""
     """HOUSING_FAULTS, for release drills (the config check refuses it on production)."""
+    shadowing: bool = False
+    """Revisions made with CPU always allocated, mirroring with an ID token, and the API's own
+    account an invoker of its service: what a stable revision needs to mirror a shadow phase
+    (``service/shadow.py``). Off, the template is exactly as before (no revision churns)."""
 
 
 Text = pulumi.Input[str]
@@ -116,8 +120,11 @@ def revision_template(
                     # prod refuses HOUSING_FAULTS at start, whoever sets it.
                     cloudrun.env("ENVIRONMENT", args.environment),
                     *([cloudrun.env("HOUSING_FAULTS", args.faults)] if args.faults else []),
+                    *([cloudrun.env("SHADOW_GOOGLE_AUTH", "true")] if args.shadowing else []),
                 ],
-                "resources": cloudrun.resources(args.cpu, args.memory),
+                # Mirroring runs after each answer is sent: with CPU only during requests it
+                # would crawl (and time out) between them. Billed per instance while it lives.
+                "resources": cloudrun.resources(args.cpu, args.memory, cpu_idle=not args.shadowing),
                 "startup_probe": cloudrun.http_probe("/ready", period=2, failures=60),
                 "liveness_probe": cloudrun.http_probe("/health", period=15, failures=3),
             }
@@ -179,7 +186,12 @@ class InferenceService(pulumi.ComponentResource):
             opts=child,
             traffics=self.newest_revision.apply(lambda n: traffic_args(args.release, n)),
         )
-        members = {"public": "allUsers"} if args.public else dict(args.invokers)
+        members: dict[str, pulumi.Input[str]] = (
+            {"public": "allUsers"} if args.public else dict(args.invokers)
+        )
+        if args.shadowing and not args.public:
+            # The stable revision calls the shadow tag URL of its own service.
+            members["shadow-mirror"] = pulumi.Output.concat("serviceAccount:", args.service_account)
         cloudrun.grant_invokers(
             name, self.service, members, project=args.project, region=args.region, opts=child
         )
