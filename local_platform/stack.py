@@ -1,9 +1,13 @@
 """The whole platform on one machine: ``nox -s stack`` (``python -m local_platform.stack``).
 
 MLflow (SQLite under the pipeline's home) → a model (trained only when no champion is
-registered) → the inference service on the champion → the UI, all on loopback, each started
-once the previous one answers its health check. Ctrl-C or SIGTERM stops all of them, newest
-first, with their child processes.
+registered) → the service's revisions (``local_platform.revisions``) as the release in
+``$HOUSING_MLOPS_HOME/release.yaml`` asks (with no file yet, a first release of the champion's
+version is written) → the traffic splitter on the api port, in front of them → the UI, all on
+loopback, each started once the previous one answers its health check. While it runs, a thread
+keeps the revisions matching the release file (``infra.cli canary|promote|rollback local``
+edits it), and ``$HOUSING_MLOPS_HOME/stack.json`` says where it answers (``running``). Ctrl-C or
+SIGTERM stops all of them, newest first, with their child processes.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,33 +26,43 @@ from pathlib import Path
 from threading import Event
 
 import httpx
+import msgspec
 
+from housing_platform.artifact_store import LocalStore
+from local_platform import release_state
 from local_platform.local_settings import from_env
+from local_platform.processes import ROOT, Process, alive, spawn
+from local_platform.revisions import Reconciler, RevisionError
 
-ROOT = Path(__file__).resolve().parent.parent
 MODEL = "housing-price"
+#: Where the running stack says where it answers (removed when it stops).
+STACK_FILE = "stack.json"
+
+__all__ = ["ROOT", "Process", "RunningStack", "Stack", "StackError", "main", "running"]
 
 
 class StackError(RuntimeError):
     pass
 
 
-@dataclass
-class Process:
-    name: str
-    proc: subprocess.Popen[bytes]
-    url: str
+class RunningStack(msgspec.Struct, frozen=True, kw_only=True):
+    """``$HOUSING_MLOPS_HOME/stack.json``: the stack process and its URLs."""
 
-    def stop(self, grace_s: float = 15.0) -> None:
-        """SIGTERM to its process group (MLflow and uvicorn fork workers), SIGKILL if it lingers."""
-        for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, sig)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(timeout=wait)
-                break
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)  # children that outlived their parent
+    pid: int
+    api: str
+    """The splitter: ``<api>/…`` by the release's split, ``<api>/tags/<tag>/…`` by tag."""
+    mlflow: str
+    ui: str
+
+
+def running(home: Path) -> RunningStack | None:
+    """The stack running on ``home``, or None when none is (no file, or its process is gone).
+    It is written once the stack is ready, so a caller may poll this to wait for one."""
+    try:
+        found = msgspec.json.decode((home / STACK_FILE).read_bytes(), type=RunningStack)
+    except (FileNotFoundError, msgspec.DecodeError):
+        return None
+    return found if alive(found.pid) else None
 
 
 @dataclass
@@ -57,21 +72,15 @@ class Stack:
     env: dict[str, str]
     started: list[Process] = field(default_factory=list)
     stopping: Event = field(default_factory=Event)
+    reconciler: Reconciler | None = None
 
     def url(self, part: str) -> str:
         return f"http://127.0.0.1:{self.ports[part]}"
 
     def start(self, name: str, args: list[str], env: dict[str, str], health: str) -> Process:
-        log = (self.home / "logs" / f"{name}.log").open("ab")
-        proc = subprocess.Popen(
-            args,
-            cwd=ROOT,
-            env=self.env | env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+        process = spawn(
+            name, args, self.env | env, self.home / "logs" / f"{name}.log", self.url(name)
         )
-        process = Process(name, proc, self.url(name))
         self.started.append(process)
         self.wait_healthy(process, health)
         print(f"{name:7} {process.url}", flush=True)
@@ -93,18 +102,26 @@ class Stack:
             self.stopping.wait(0.3)
         raise StackError("stopped while starting")
 
-    def has_champion(self) -> bool:
+    def champion(self) -> int | None:
+        """The champion's registered version, None when there is none."""
         answer = httpx.get(
             self.url("mlflow") + "/api/2.0/mlflow/registered-models/alias",
             params={"name": MODEL, "alias": "champion"},
             timeout=10,
         )
-        return answer.status_code == 200
+        if answer.status_code != 200:
+            return None
+        return int(answer.json()["model_version"]["version"])
 
     def stop_all(self) -> None:
+        """Newest first; the revisions just after what stands in front of them."""
         self.stopping.set()
         for process in reversed(self.started):
+            if process.name == "mlflow" and self.reconciler is not None:
+                self.reconciler.stop_all()
             process.stop()
+        if self.reconciler is not None:
+            self.reconciler.stop_all()
         self.started.clear()
 
 
@@ -117,21 +134,18 @@ def run(stack: Stack, pipeline_args: list[str]) -> None:
         {},
         "/health",
     )
-    if stack.has_champion():
+    champion = stack.champion()
+    if champion is not None:
         print("model   champion found in the registry", flush=True)
     else:
         print("model   no champion registered: training one (python -m pipeline run)", flush=True)
         done = subprocess.run(
             [python, "-m", "pipeline", "run", *pipeline_args], cwd=ROOT, env=stack.env | tracking
         )
-        if done.returncode != 0 or not stack.has_champion():
+        champion = stack.champion() if done.returncode == 0 else None
+        if champion is None:
             raise StackError("the pipeline did not register a champion; see its output above")
-    stack.start(
-        "api",
-        [python, "-m", "service"],
-        tracking | {"PORT": str(stack.ports["api"]), "HOST": "127.0.0.1"},
-        "/ready",
-    )
+    start_releases(stack, champion, stack.env | tracking)
     streamlit = [
         python,
         "-m",
@@ -143,6 +157,63 @@ def run(stack: Stack, pipeline_args: list[str]) -> None:
         "--server.headless=true",
     ]
     stack.start("ui", streamlit, {"API_URL": stack.url("api")}, "/_stcore/health")
+
+
+def start_releases(stack: Stack, champion: int, env: dict[str, str]) -> None:
+    """The revisions the release asks for (a first release of ``champion`` when there is no
+    release file), then the splitter in front of them on the api port, then the thread that
+    keeps them matching the file."""
+    path = release_state.path_in(stack.home)
+    if not path.exists():
+        first = release_state.render(release_state.first_release(champion), {})
+        release_state.write(path, first)
+        print(f"release first release written: model version {champion} ({path})", flush=True)
+    reconciler = Reconciler(
+        stack.home,
+        env,
+        sys.executable,
+        api_url=stack.url("api"),
+        store=LocalStore(stack.home / "artifacts"),
+        say=lambda line: print(f"release {line}", flush=True),
+        stopping=stack.stopping,
+    )
+    stack.reconciler = reconciler
+    try:
+        reconciler.sync()  # the stale URLs of an earlier run are replaced before any request
+    except (RevisionError, release_state.ReleaseError) as exc:
+        raise StackError(" ".join(str(exc).split())) from None
+    stack.start(
+        "api",
+        [sys.executable, "-m", "local_platform.splitter"],
+        {"PORT": str(stack.ports["api"]), "HOST": "127.0.0.1"},
+        "/ready",
+    )
+    threading.Thread(target=reconciler.watch, name="reconciler", daemon=True).start()
+
+
+@contextlib.contextmanager
+def announced(stack: Stack) -> Iterator[None]:
+    """``stack.json`` while the stack is ready; removed when it stops."""
+    path = stack.home / STACK_FILE
+    found = running(stack.home)
+    if found is not None:
+        raise StackError(
+            f"a stack already runs on {stack.home} (pid {found.pid}, api {found.api}): stop it "
+            "first, or set HOUSING_MLOPS_HOME to another folder"
+        )
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError, msgspec.DecodeError):
+            if msgspec.json.decode(path.read_bytes(), type=RunningStack).pid == os.getpid():
+                path.unlink()
+
+
+def announce(stack: Stack) -> None:
+    about = RunningStack(
+        pid=os.getpid(), api=stack.url("api"), mlflow=stack.url("mlflow"), ui=stack.url("ui")
+    )
+    release_state.write(stack.home / STACK_FILE, msgspec.json.encode(about).decode())
 
 
 @contextlib.contextmanager
@@ -173,13 +244,20 @@ def main(argv: list[str] | None = None) -> int:
     stack = Stack(home, ports, env)
     with signals_stop(stack):
         try:
-            run(stack, pipeline_args)
-            print("ready: Ctrl-C stops all three", flush=True)
-            while not stack.stopping.is_set():
-                for process in stack.started:
-                    if process.proc.poll() is not None:
-                        raise StackError(f"{process.name} exited with {process.proc.returncode}")
-                stack.stopping.wait(1.0)
+            with announced(stack):
+                run(stack, pipeline_args)
+                announce(stack)
+                print(f"ready: Ctrl-C stops all three (release: {stack.home / 'release.yaml'})")
+                sys.stdout.flush()
+                while not stack.stopping.is_set():
+                    for process in stack.started:
+                        if process.proc.poll() is not None:
+                            raise StackError(
+                                f"{process.name} exited with {process.proc.returncode}"
+                            )
+                    if stack.reconciler is not None and stack.reconciler.exited():
+                        raise StackError(stack.reconciler.exited())
+                    stack.stopping.wait(1.0)
         except StackError as exc:
             if not stack.stopping.is_set():
                 print(f"stack: {exc}", file=sys.stderr)

@@ -57,9 +57,12 @@ def test_a_new_revision_is_listed_last_and_becomes_the_newest():
     edited = release_state.with_revision(
         text(canary_percent=0), "housing-api-m8-00000000", "http://127.0.0.1:8083", 8
     )
-    with pytest.raises(ReleaseStateError, match="modelVersion` is 7 but the newest revision"):
-        release_state.parse(edited)
+    pending = release_state.parse(edited)
+    assert pending.pending
+    with pytest.raises(ReleaseStateError, match="asks for model version 7, which no listed"):
+        pending.targets()
     state = release_state.parse(stack_edits.canary(edited, 8, 5, M7))
+    assert not state.pending
     assert state.newest == "housing-api-m8-00000000"
     assert state.tagged() == {
         "stable": M7,
@@ -129,3 +132,40 @@ def test_a_refused_edit_leaves_the_file_as_it_was(tmp_path):
     with pytest.raises(ReleaseStateError, match="shadowPercent must be between 0 and 100"):
         release_state.edit(path, lambda t: t.replace("shadowPercent: 0", "shadowPercent: 300"))
     assert path.read_text() == before
+
+
+def test_a_release_ahead_of_its_revisions_is_pending_until_the_stack_lists_one(tmp_path):
+    """What `canary … local` writes: the release asks for version 8 (with faults) before any
+    revision serves it; the splitter can't route by it (targets refuse) until one is listed."""
+    path = tmp_path / "release.yaml"
+    release_state.write(path, text(canary_percent=100, stable_revision=""))
+    state = release_state.edit(
+        path,
+        lambda t: release_state.with_faults(stack_edits.canary(t, 8, 10, M7), "error_rate=0.05"),
+    )
+    assert state.pending
+    assert (state.release.model_version, state.revision_faults) == (8, "error_rate=0.05")
+    with pytest.raises(ReleaseStateError, match=r"version 8 with faults 'error_rate=0\.05'"):
+        state.targets()
+    m8 = LocalRevision(url="http://127.0.0.1:8083", model_version=8, faults="error_rate=0.05")
+    state = release_state.edit(
+        path, lambda t: release_state.with_revisions(t, {M7: REVISIONS[M7], "m8": m8})
+    )
+    assert not state.pending
+    assert (state.live, state.on_trial) == (M7, "m8")
+    assert state.tagged() == {"stable": M7, "canary": "m8", "shadow": "m8"}
+    assert "revisionFaults: error_rate=0.05" in path.read_text()
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("error_rat=0.05", "did you mean `error_rate`?"),
+        ("delay_ms=-1", "delay_ms: expected `delay_ms` to be milliseconds, at least 0"),
+    ],
+)
+def test_a_wrong_fault_spec_is_named(spec, message):
+    with pytest.raises(ReleaseStateError) as err:
+        release_state.parse(release_state.with_faults(text(), spec), "release.yaml")
+    assert "`housing-mlops:revisionFaults`: " in str(err.value)
+    assert message in str(err.value)
