@@ -77,3 +77,33 @@ def price_for_the_form(driver: WebDriver, ui_url: str, timeout: float) -> str:
     )
     button.click()
     return str(wait.until(lambda d: metric_shown(d, "Predicted price")))
+
+
+#: The console's pages (ui/app.py): URL path and title.
+PAGES = {"price": "Price", "models": "Models", "releases": "Releases", "monitoring": "Monitoring"}
+
+
+def open_pages(driver: WebDriver, ui_url: str, timeout: float) -> list[str]:
+    """Opens every page of the console and waits for its title; returns the one-line messages
+    each shows (a source down, say). Fails on a page that shows a traceback."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    said = []
+    for path, title in PAGES.items():
+        driver.get(f"{ui_url.rstrip('/')}/{path}")
+
+        def titled(d: WebDriver, t: str = title) -> bool:
+            return any(
+                h.is_displayed() and h.text.strip().endswith(t)
+                for h in d.find_elements(By.CSS_SELECTOR, "h1")
+            )
+
+        WebDriverWait(driver, timeout).until(titled)
+        if driver.find_elements(By.CSS_SELECTOR, "[data-testid='stException']"):
+            raise RuntimeError(f"the {title} page shows a traceback")
+        said += [
+            f"{title}: {e.text.strip()}"
+            for e in driver.find_elements(By.CSS_SELECTOR, "[data-testid='stAlert']")
+        ]
+    return said

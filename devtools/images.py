@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from devtools import system_tools
-from devtools.browser import chromium, price_for_the_form
+from devtools.browser import chromium, open_pages, price_for_the_form
 from model_runtime.contract import EXAMPLE_HOUSE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -1032,10 +1032,14 @@ def browser() -> tuple[str, str]:
 
 def browser_price(ui_url: str, profile: Path) -> str:
     """The price the UI's page shows after pressing 'Predict price' in headless Chromium, read
-    as tests/integration/test_ui_browser.py reads it."""
+    as tests/integration/test_ui_browser.py reads it; then every page of the console is opened
+    (a page file the image lacks, or a traceback, fails the check)."""
     binary, driver_path = browser()
     with chromium(binary, driver_path, profile) as driver:
-        return price_for_the_form(driver, ui_url, timeout=90)
+        price = price_for_the_form(driver, ui_url, timeout=90)
+        for line in open_pages(driver, ui_url, timeout=90):
+            log(f"   ui: {line}")
+        return price
 
 
 def check_ui(engine: Engine, service_url: str, work: Path) -> None:

@@ -38,6 +38,22 @@ REGISTRATION = "decisions/register.json"
 EXPORTS = exports.EXPORTS
 INGEST_REPORT = "reports/ingest.json"
 FEATURE_IMPORTANCE = "reports/feature_importance.csv"
+ERRORS_BY_OCEAN = "reports/errors_by_ocean_proximity.csv"
+ERRORS_BY_INCOME = "reports/errors_by_income.csv"
+TEST_PREDICTIONS = "reports/test_predictions.csv"
+RESIDUALS_PLOT = "reports/residuals.png"
+PREDICTED_VS_ACTUAL_PLOT = "reports/predicted_vs_actual.png"
+#: Evaluate's reports, which register attaches to the version (``evaluation/`` beside its
+#: model), so the version carries them even when evaluate was cached and logged nothing.
+EVALUATION_REPORTS = (
+    EVALUATION,
+    ERRORS_BY_OCEAN,
+    ERRORS_BY_INCOME,
+    FEATURE_IMPORTANCE,
+    TEST_PREDICTIONS,
+    RESIDUALS_PLOT,
+    PREDICTED_VS_ACTUAL_PLOT,
+)
 
 CATALOG: tuple[StepSpec, ...] = (
     StepSpec("ingest", (), (RAW, INGEST_REPORT)),
@@ -56,21 +72,14 @@ CATALOG: tuple[StepSpec, ...] = (
     StepSpec(
         "evaluate",
         (TRAIN, TEST, FEATURES_DECISION, TUNE_DECISION),
-        (
-            MODEL,
-            EVALUATION,
-            "reports/errors_by_ocean_proximity.csv",
-            "reports/errors_by_income.csv",
-            FEATURE_IMPORTANCE,
-            "reports/residuals.png",
-            "reports/predicted_vs_actual.png",
-        ),
+        (MODEL, *EVALUATION_REPORTS),
     ),
     # Register also reads the training side and the importances: the version's reference
-    # profile (pipeline/monitoring/profile.py) is made of them.
+    # profile (pipeline/monitoring/profile.py) is made of them; and evaluate's reports, which
+    # it attaches to the version.
     StepSpec(
         "register",
-        (MODEL, EVALUATION, TRAIN, TEST, INGEST_REPORT, FEATURE_IMPORTANCE),
+        (MODEL, TRAIN, TEST, INGEST_REPORT, *EVALUATION_REPORTS),
         (REGISTRATION,),
         trees=(EXPORTS,),
     ),

@@ -200,6 +200,31 @@ class Registry:
             yield Path(local)
 
 
+def model_id_of(mv: Any) -> str:
+    """The logged model behind a registered version: MLflow 3 registers a logged model by its
+    URI, ``models:/<model id>``, and does not always fill in ``model_id`` on the version."""
+    source = str(mv.source or "")
+    return str(mv.model_id or "") or (
+        source.removeprefix("models:/") if source.startswith("models:/m-") else ""
+    )
+
+
+def attach(reg: Registry, version: str, folder: str, files: list[tuple[str, bytes]]) -> None:
+    """Log ``files`` (relative path, bytes) under ``folder/`` of the version's logged model, so
+    its downloads and exports carry them. Before the export is made."""
+    model_id = model_id_of(reg.client.get_model_version(reg.name, version))
+    if not model_id:
+        raise ValueError(
+            f"model {reg.name} version {version} has no logged model to hold {folder}/"
+        )
+    with tempfile.TemporaryDirectory(prefix="housing-attach-") as tmp:
+        for rel, data in files:
+            path = Path(tmp) / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+        reg.client.log_model_artifacts(model_id, tmp, folder)
+
+
 def export_files(reg: Registry, version: str) -> list[tuple[str, bytes]]:
     """(relative path, bytes) of a version's exported form: its MLflow model folder plus
     ``registry.json``, so a loader without the registry still knows what it serves."""

@@ -33,6 +33,7 @@ from service.observability import (
     request_log,
 )
 from service.openapi import PredictOperation, openapi_config, predict_components, swagger_assets
+from service.operator import Console, operator_auth, operator_router
 from service.prediction_log import PredictionLog, StoreWriter
 from service.predictor import Predictor
 from service.schemas import (
@@ -49,6 +50,7 @@ from service.schemas import (
     parse_predict_request,
 )
 from service.settings import ServiceSettings
+from service.shadow import mirror_middleware, shadow_mirror
 
 log = logging.getLogger("service")
 API_VERSION = "1.0.0"
@@ -249,6 +251,8 @@ def create_app(
             )
         else:
             log.info("prediction log: off (PREDICTION_LOG=false)")
+        if mirror is not None:
+            await mirror.start()  # reads the release feed; mirrors while it names this revision
         if predictor is None:
             # What start-up made (modules, the model) lives as long as the process: frozen, it
             # is out of the collector's reach, so full collections stop pausing requests (p99
@@ -258,6 +262,8 @@ def create_app(
         try:
             yield
         finally:
+            if mirror is not None:
+                await mirror.close()  # after the drain: its last window's report is written
             if plog is not None:
                 # uvicorn runs this after the drain: every answered house is in the buffer.
                 await anyio.to_thread.run_sync(plog.close, settings.prediction_log_flush_seconds)
@@ -287,15 +293,33 @@ def create_app(
         one)."""
         return slot.model()
 
+    def served_version() -> str:
+        return slot.loaded.meta.version if slot.loaded is not None else ""
+
+    console = Console(settings, gcs_client, served_version)
+    mirror = shadow_mirror(settings, gcs_client, served_version)
     app = Litestar(
-        route_handlers=[predict, model_info, health, ready, metrics, swagger_assets()],
+        route_handlers=[
+            predict,
+            model_info,
+            health,
+            ready,
+            metrics,
+            swagger_assets(),
+            operator_router(console),
+        ],
         dependencies={
             "model": Provide(served_model, sync_to_thread=False),
             "slot": Provide(the_slot, use_cache=True, sync_to_thread=False),
             "settings": Provide(given_settings, use_cache=True, sync_to_thread=False),
         },
         lifespan=[lifespan],
-        middleware=[request_log(plog), in_flight_middleware, prometheus.middleware],
+        middleware=[
+            request_log(plog),
+            in_flight_middleware,
+            prometheus.middleware,
+            *([mirror_middleware(mirror)] if mirror is not None else []),
+        ],
         openapi_config=openapi_config(API_VERSION),
         exception_handlers={
             RequestError: _request_error,
@@ -303,7 +327,7 @@ def create_app(
             Exception: _server_error,
         },
         cors_config=cors,
-        state=State({"faults": faults}),
+        state=State({"faults": faults, "operator_auth": operator_auth(settings)}),
         request_max_body_size=settings.max_body_bytes,
         logging_config=None,
     )

@@ -79,6 +79,36 @@ class ServiceSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_
     ``delay_ms=200``, ``price_factor=1.1`` (comma-separated); empty = none. Refused in
     production."""
 
+    operator_audience: str = ""
+    """The audience operator callers' Google ID tokens must carry (OPERATOR_AUDIENCE: the
+    service's URL). Empty: operator endpoints answer loopback callers of a local service only."""
+    operator_accounts: tuple[str, ...] = ()
+    """Emails whose ID tokens may read operator data (OPERATOR_ACCOUNTS, comma-separated: the
+    UI's service account)."""
+    operator_certs_url: str = "https://www.googleapis.com/oauth2/v1/certs"
+    """Where Google's ID-token signing certificates are fetched (OPERATOR_CERTS_URL)."""
+
+    shadow_mirror: bool = True
+    """Whether this revision mirrors requests to a shadow when the release feed
+    (``releases/feed.json`` in the artifact store) names it stable (SHADOW_MIRROR: true/false)."""
+    shadow_feed_seconds: Annotated[float, Meta(gt=0)] = 5.0
+    """How often the release feed is read again (SHADOW_FEED_SECONDS)."""
+    shadow_batch_ms: Annotated[float, Meta(gt=0)] = 5.0
+    """Mirrored houses wait this long to go out together in one request (SHADOW_BATCH_MS)."""
+    shadow_batch_houses: Annotated[int, Meta(ge=1)] = 1000
+    """Most houses in one mirrored request (SHADOW_BATCH_HOUSES): the shadow's MAX_INSTANCES."""
+    shadow_concurrency: Annotated[int, Meta(ge=1)] = 4
+    """Most mirrored requests in flight at once (SHADOW_CONCURRENCY)."""
+    shadow_timeout_seconds: Annotated[float, Meta(gt=0)] = 1.0
+    """A mirrored request's deadline (SHADOW_TIMEOUT_SECONDS); later is counted as timed out."""
+    shadow_capacity_houses: Annotated[int, Meta(ge=1)] = 10_000
+    """Most mirrored houses waiting; more are dropped and counted (SHADOW_CAPACITY_HOUSES)."""
+    shadow_window_seconds: Annotated[float, Meta(gt=0)] = 300.0
+    """Each shadow report covers this long (SHADOW_WINDOW_SECONDS), aligned to the clock."""
+    shadow_google_auth: bool = False
+    """Mirrored requests carry a Google ID token for the service's URL (SHADOW_GOOGLE_AUTH: infra
+    sets it on GCP, where the shadow tag URL needs the invoker role)."""
+
     @property
     def home_path(self) -> Path:
         return Path(self.home).expanduser().resolve()
@@ -148,6 +178,18 @@ VARIABLES = {
     "K_REVISION": "revision",
     "ENVIRONMENT": "environment",
     "HOUSING_FAULTS": "faults",
+    "OPERATOR_AUDIENCE": "operator_audience",
+    "OPERATOR_ACCOUNTS": "operator_accounts",
+    "OPERATOR_CERTS_URL": "operator_certs_url",
+    "SHADOW_MIRROR": "shadow_mirror",
+    "SHADOW_FEED_SECONDS": "shadow_feed_seconds",
+    "SHADOW_BATCH_MS": "shadow_batch_ms",
+    "SHADOW_BATCH_HOUSES": "shadow_batch_houses",
+    "SHADOW_CONCURRENCY": "shadow_concurrency",
+    "SHADOW_TIMEOUT_SECONDS": "shadow_timeout_seconds",
+    "SHADOW_CAPACITY_HOUSES": "shadow_capacity_houses",
+    "SHADOW_WINDOW_SECONDS": "shadow_window_seconds",
+    "SHADOW_GOOGLE_AUTH": "shadow_google_auth",
 }
 
 
@@ -188,6 +230,12 @@ def _problems(s: ServiceSettings) -> Iterator[Problem]:
                 f"no faults where ENVIRONMENT is {s.environment!r}: fault injection is for "
                 "drills on dev and local, never on production",
             )
+    if s.operator_audience and not s.operator_accounts:
+        yield Problem(
+            "operator_accounts",
+            "the emails allowed to read operator data, comma-separated (the UI's service "
+            "account), since OPERATOR_AUDIENCE is set",
+        )
     if s.prediction_log_batch_rows > s.prediction_log_capacity_rows:
         yield Problem(
             "prediction_log_capacity_rows",

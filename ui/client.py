@@ -30,6 +30,14 @@ class ServiceRefusedError(ServiceError):
     """The service answered with an error that asking again won't change (413, a 5xx, …)."""
 
 
+class SourceDownError(ServiceError):
+    """A source behind the service (the model registry, the artifact store) is down."""
+
+
+class NotThereError(ServiceError):
+    """What was asked for does not exist (yet): a version without reports, say."""
+
+
 class ServiceLimits(msgspec.Struct):
     """What the service accepts in one request, as ``GET /api/v1/model`` publishes it."""
 
@@ -95,7 +103,11 @@ class ServiceClient:
             except httpx.TransportError as exc:
                 last = f"cannot connect ({type(exc).__name__})"
                 continue
-            if response.status_code in RETRY_STATUSES and path != "/ready":
+            if (
+                response.status_code in RETRY_STATUSES
+                and path != "/ready"
+                and not _names_source(response)
+            ):
                 last = f"answered {response.status_code}: {_detail(response)}"
                 continue
             if not _is_json(response):
@@ -151,11 +163,43 @@ class ServiceClient:
             f"The prediction service at {self.settings.api_url} {answered}; {fix}."
         )
 
+    def operator(self, path: str, **params: Any) -> dict[str, Any]:
+        """An operator endpoint's answer (``/api/v1/operator/<path>``). A source the service
+        reads being down, or the service refusing, is one line naming which."""
+        response = self.request("GET", f"/api/v1/operator/{path}", params=params or None)
+        if response.status_code == 200:
+            return dict(response.json())
+        body = response.json() if _is_json(response) else {}
+        if response.status_code == 503 and isinstance(body, dict) and body.get("source"):
+            raise SourceDownError(f"The {body['source']} is down: {body.get('detail', '')}")
+        if response.status_code == 404:
+            raise NotThereError(str(body.get("detail", "not found")))
+        raise self.refused(response, f"GET /api/v1/operator/{path}")
+
+    def plot(self, key: str) -> bytes:
+        """A PNG plot a report names, through the service."""
+        response = self.http.get("/api/v1/operator/plot", params={"key": key}, headers=self._auth())
+        if response.status_code != 200:
+            raise self.refused(response, f"a plot ({key})")
+        return response.content
+
+    def _auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token()}"} if self.token is not None else {}
+
     def health(self) -> tuple[bool, bool, str]:
         """(alive, ready, readiness detail)."""
         alive = self.request("GET", "/health").status_code == 200
         ready = self.request("GET", "/ready")
         return alive, ready.status_code == 200, str(ready.json().get("detail", ""))
+
+
+def _names_source(response: httpx.Response) -> bool:
+    """A 503 of the operator endpoints: the service answered, a source behind it is down
+    (asking again at once won't change that)."""
+    if response.status_code != 503 or not _is_json(response):
+        return False
+    body = response.json()
+    return isinstance(body, dict) and bool(body.get("source"))
 
 
 def _is_json(response: httpx.Response) -> bool:

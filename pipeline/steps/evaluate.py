@@ -1,8 +1,9 @@
 """Evaluate: refit the tuned model on the whole training side and score it on the test side.
 
 This is the only step besides register that reads the test set. It writes the candidate model,
-metrics overall, per ocean_proximity and per income band, plots and permutation importances
-(the register step keeps these with the version, in its reference profile).
+metrics overall, per ocean_proximity and per income band, a sample of its test-side prices beside
+the actual ones, plots and permutation importances. The register step attaches them all to the
+version (and keeps the importances in its reference profile).
 """
 
 from __future__ import annotations
@@ -40,6 +41,32 @@ def errors_by(frame: pd.DataFrame, predictions: np.ndarray, groups: pd.Series) -
             }
         )
     return pd.DataFrame(rows)
+
+
+#: Test-side houses kept with their predicted and actual prices: enough for a scatter plot, small
+#: enough to serve in one answer.
+SAMPLE_ROWS = 1000
+
+
+def scored_sample(
+    test: pd.DataFrame, predictions: np.ndarray, rows: int = SAMPLE_ROWS
+) -> pd.DataFrame:
+    """A fixed random sample of test-side houses: where they are, their income band and ocean
+    proximity, and their actual and predicted prices, for charts drawn from data."""
+    frame = pd.DataFrame(
+        {
+            "longitude": test["longitude"].to_numpy(dtype=float),
+            "latitude": test["latitude"].to_numpy(dtype=float),
+            "median_income": test["median_income"].to_numpy(dtype=float),
+            "income_band": income_category(test["median_income"]).astype(str).to_numpy(),
+            contract.CATEGORICAL: test[contract.CATEGORICAL].astype(str).to_numpy(),
+            "actual": test[contract.TARGET].to_numpy(dtype=float),
+            "predicted": np.asarray(predictions, dtype=float),
+        }
+    )
+    if len(frame) > rows:
+        frame = frame.sample(n=rows, random_state=42)
+    return frame.reset_index(drop=True)
 
 
 def plots(y: np.ndarray, predictions: np.ndarray) -> tuple[Any, Any]:
@@ -111,12 +138,13 @@ def run(ctx: StepContext) -> dict[str, Any]:
             "train_rows": len(train),
         },
     )
-    ctx.write_frame("reports/errors_by_ocean_proximity.csv", by_ocean)
-    ctx.write_frame("reports/errors_by_income.csv", by_income)
+    ctx.write_frame(catalog.ERRORS_BY_OCEAN, by_ocean)
+    ctx.write_frame(catalog.ERRORS_BY_INCOME, by_income)
     ctx.write_frame(catalog.FEATURE_IMPORTANCE, importance)
+    ctx.write_frame(catalog.TEST_PREDICTIONS, scored_sample(test, predictions))
     fig_res, fig_pva = plots(y_test.to_numpy(dtype=float), predictions)
-    ctx.write_figure("reports/residuals.png", fig_res)
-    ctx.write_figure("reports/predicted_vs_actual.png", fig_pva)
+    ctx.write_figure(catalog.RESIDUALS_PLOT, fig_res)
+    ctx.write_figure(catalog.PREDICTED_VS_ACTUAL_PLOT, fig_pva)
     if ctx.tracker:
         ctx.tracker.metrics({f"test_{k}": v for k, v in metrics.items()})
         ctx.tracker.table("errors_by_ocean_proximity", by_ocean)
