@@ -67,7 +67,9 @@ def offline_env(**extra: str) -> dict[str, str]:
 METADATA_SANDBOX = ("NO_GCE_CHECK", "GCE_METADATA_HOST", "GCE_METADATA_IP")
 #: Sessions that run the Pulumi CLI against a real stack (`plan` runs under mocks, `pin` only
 #: edits a stack file: both stay offline).
-PULUMI_SESSIONS = frozenset({"preview", "up", "destroy", "canary", "promote", "rollback"})
+PULUMI_SESSIONS = frozenset(
+    {"preview", "up", "destroy", "canary", "promote", "rollback", "rollout"}
+)
 
 
 def session_env(name: str) -> dict[str, str | None]:
@@ -226,6 +228,21 @@ def _infra(session: nox.Session, *args: str, needs_cli: bool) -> None:
     session.run("python", "-m", *args, env=session_env(session.name))
 
 
+#: The stack name of the local platform (`nox -s stack`): its release is
+#: `$HOUSING_MLOPS_HOME/release.yaml`, applied by the running stack; no Pulumi, no cloud.
+LOCAL_STACK = "local"
+
+
+def _release(session: nox.Session, command: str, args: list[str], needs_cli: bool) -> None:
+    """canary/promote/rollback: against `local` offline, with the service group (the fault
+    spec's check, the stack's modules); against a Pulumi stack through `_infra`."""
+    if args[0] == LOCAL_STACK:
+        install(session, "infra", "service")
+        session.run("python", "-m", "infra.cli", command, *args, env=offline_env())
+    else:
+        _infra(session, "infra.cli", command, *args, needs_cli=needs_cli)
+
+
 @nox.session(python=PYTHON)
 def plan(session: nox.Session) -> None:
     """Offline plan under Pulumi's mocks: `nox -s plan -- <stack> [--json PATH]`."""
@@ -269,11 +286,12 @@ def destroy(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def canary(session: nox.Session) -> None:
     """Shift traffic to a new model: `nox -s canary -- <stack> --model-version N --percent P
-    [--image REF] [--stable-revision REV] [--no-up]`."""
+    [--image REF] [--stable-revision REV] [--no-up]`; `-- local …` against `nox -s stack`
+    (`--canary-faults SPEC`, `--timeout S`)."""
     args = _stack_args(session, "<stack> --model-version N --percent P [--no-up]")
     # With --no-up the CLI is needed only to read the live revision; infra.cli says so itself
     # (a first release has none to read).
-    _infra(session, "infra.cli", "canary", *args, needs_cli="--no-up" not in args)
+    _release(session, "canary", args, needs_cli="--no-up" not in args)
 
 
 @nox.session(python=PYTHON)
@@ -282,14 +300,30 @@ def promote(session: nox.Session) -> None:
     [--revision REV] [--no-up]` (REV: default the stack's canary_revision output)."""
     args = _stack_args(session, "<stack> [--revision REV] [--no-up]")
     needs_cli = "--no-up" not in args or "--revision" not in args
-    _infra(session, "infra.cli", "promote", *args, needs_cli=needs_cli)
+    _release(session, "promote", args, needs_cli=needs_cli)
 
 
 @nox.session(python=PYTHON)
 def rollback(session: nox.Session) -> None:
     """All traffic back to the stable revision: `nox -s rollback -- <stack> [--no-up]`."""
     args = _stack_args(session, "<stack> [--no-up]")
-    _infra(session, "infra.cli", "rollback", *args, needs_cli="--no-up" not in args)
+    _release(session, "rollback", args, needs_cli="--no-up" not in args)
+
+
+@nox.session(python=PYTHON, default=False)
+def rollout(session: nox.Session) -> None:
+    """Shadow and canary steps, each judged, rolled back or promoted on its own:
+    `nox -s rollout -- <stack|local> --model-version N [--shadow DURATION] [--steps 5,25,50,100]
+    [--interval DURATION] [--probe-rps 20] [--canary-faults SPEC]` (see README: Rollout)."""
+    args = _stack_args(session, "<stack|local> --model-version N [--steps 5,25,50,100] …")
+    # The judge, the probes and `pipeline promote` (a subprocess at the end).
+    install(session, "infra", "service", "pipeline")
+    if args[0] == LOCAL_STACK:
+        session.run("python", "-m", "rollout", *args, env=offline_env())
+        return
+    if shutil.which("pulumi") is None:
+        session.error(PULUMI_HINT)
+    session.run("python", "-m", "rollout", *args, env=session_env(session.name))
 
 
 @nox.session(python=PYTHON)
@@ -302,12 +336,13 @@ def pin(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
-    """Benchmarks that print figures and ratios: `nox -s bench -- pipeline|service` (service:
-    wrk's load, the prediction log's cost, strace's count of system calls per request)."""
+    """Benchmarks that print figures and ratios: `nox -s bench -- pipeline|service|shadow`
+    (service: wrk's load, the prediction log's cost, strace's count of system calls per request;
+    shadow: what mirroring to a shadow costs the stable revision)."""
     install(session, "dev")
     targets = session.posargs or ["pipeline", "service"]
     env = offline_env()
-    if "service" in targets:
+    if {"service", "shadow"} & set(targets):
         missing = [tool for tool in ("wrk", "strace") if shutil.which(tool) is None]
         if missing:
             session.run("apt-get", "install", "-y", "-q", *missing, external=True)

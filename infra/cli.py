@@ -4,13 +4,20 @@
 policy pack; ``canary``, ``promote`` and ``rollback`` edit the release section of
 ``Pulumi.<stack>.yaml`` (a reviewable diff) and then run ``up`` unless ``--no-up``; ``pin`` points
 the stack file at image digests and never calls Pulumi.
+
+The stack ``local`` is the local platform: ``canary``, ``promote`` and ``rollback`` make the same
+edits to ``$HOUSING_MLOPS_HOME/release.yaml``, which the running ``nox -s stack`` applies (so
+``--no-up`` is ignored there: the edit is the deploy); a canary waits until its revision is
+listed, and ``--canary-faults`` starts it with a HOUSING_FAULTS spec for a drill.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +31,10 @@ INSTALL_HINT = (
     "the Pulumi CLI is not installed: install it with `curl -fsSL https://get.pulumi.com | sh` "
     "(https://www.pulumi.com/docs/install/), or use `nox -s plan` offline"
 )
+
+
+#: The local platform's stack name (see the module's docstring).
+LOCAL = "local"
 
 
 class CLIMissingError(RuntimeError):
@@ -96,6 +107,115 @@ def edit(args: argparse.Namespace, before: str) -> str:
     return stack_edits.rollback(before)
 
 
+def refuse_while_rolling_out(stack: str, env: Mapping[str, str]) -> None:
+    """A hand-run canary, promote or rollback while ``nox -s rollout`` drives the stack would
+    shift traffic under the controller: refused, naming the lease's holder. The lease is in the
+    artifact store (ARTIFACT_URI; locally ``<home>/artifacts``); on GCP without ARTIFACT_URI
+    there is nothing to read it from, and that is said."""
+    from housing_platform.artifact_store import open_store
+    from local_platform.local_settings import from_env
+    from rollout.lease import LeaseHeldError, check_free
+
+    uri = env.get("ARTIFACT_URI", "")
+    if not uri and stack == LOCAL:
+        uri = str(from_env(env).home_path / "artifacts")
+    if not uri:
+        print(
+            f"note: ARTIFACT_URI is not set, so no rollout's lease on {stack} was checked "
+            "(set it to gs://<bucket>/artifacts)"
+        )
+        return
+    try:
+        check_free(open_store(uri), stack)
+    except LeaseHeldError as exc:
+        raise ReleaseError(str(exc)) from None
+
+
+def local(args: argparse.Namespace, env: Mapping[str, str]) -> None:
+    """``canary``/``promote``/``rollback`` against the local platform's release file."""
+    from local_platform import release_state, revisions, stack
+    from local_platform.local_settings import from_env
+    from service.faults import FaultSpecError, parse
+
+    if args.command == "pin" or getattr(args, "image", None):
+        raise ReleaseError(
+            f"{'pin' if args.command == 'pin' else '--image'} has no meaning on the local stack: "
+            "every local revision runs this checkout"
+        )
+    if args.no_up:
+        print(f"{args.command}: --no-up is ignored on the local stack (the edit is the deploy)")
+    if getattr(args, "canary_faults", None):
+        try:
+            parse(args.canary_faults)
+        except FaultSpecError as exc:
+            raise ReleaseError(f"--canary-faults: {exc}") from None
+    home = from_env(env).home_path
+    found = stack.running(home)
+    if found is None:
+        raise ReleaseError(
+            f"no local stack runs on {home}: start it with `nox -s stack` (it applies "
+            f"{release_state.FILE_NAME}), or set HOUSING_MLOPS_HOME to its home"
+        )
+    path = release_state.path_in(home)
+    state = release_state.read(path)
+    if state.pending:
+        raise ReleaseError(
+            f"the last change (model version {state.release.model_version}) is still being "
+            f"applied: wait for it, or see {home / 'logs'}"
+        )
+    if args.command == "canary":
+        faults = args.canary_faults
+        if faults is None:  # moving a canary's percent keeps its revision, and its faults
+            same = args.model_version == state.release.model_version
+            faults = state.revision_faults if same else ""
+        faults = faults.strip()
+        live = args.stable_revision or state.live
+
+        def change(text: str) -> str:
+            edited = stack_edits.canary(text, args.model_version, args.percent, live)
+            return release_state.with_faults(edited, faults)
+
+        offsets = revisions.log_sizes(home, [revisions.name_of(args.model_version, faults)])
+        before, after = _edit_local(path, change)
+        try:
+            name = revisions.wait_listed(
+                home,
+                args.model_version,
+                faults,
+                timeout_s=args.timeout,
+                stack_pid=found.pid,
+                log_offset=offsets,
+            )
+        except revisions.RevisionError as exc:
+            # Traffic never moved (the splitter kept the last release it could apply): put the
+            # file back as it was, unless something changed it since.
+            release_state.edit(path, lambda text: before if text == after else text)
+            raise ReleaseError(f"{exc}; {path.name} is back as it was") from None
+        print(f"canary: {name} serves model version {args.model_version} at {args.percent}%")
+        print(f"canary: tag URLs {found.api}/tags/canary/ and {found.api}/tags/stable/")
+        return
+    if args.command == "promote":
+        revision = args.revision or state.newest
+        _edit_local(path, lambda text: stack_edits.promote(text, revision))
+    else:
+        _edit_local(path, stack_edits.rollback)
+
+
+def _edit_local(path: Path, change: Callable[[str], str]) -> tuple[str, str]:
+    """Edits the local release file under its lock; prints and returns (before, after)."""
+    from local_platform import release_state
+
+    seen: list[str] = []
+
+    def recorded(text: str) -> str:
+        seen[:] = [text, change(text)]
+        return seen[1]
+
+    release_state.edit(path, recorded)
+    _print_diff(seen[0], seen[1], path)
+    return seen[0], seen[1]
+
+
 def _image(value: str) -> tuple[str, str]:
     part, sep, ref = value.partition("=")
     if not sep or not ref:
@@ -114,9 +234,23 @@ def main(argv: list[str] | None = None, root: Path = ROOT) -> int:
     canary.add_argument("--percent", type=int, required=True)
     canary.add_argument("--image", help="new service image (default: keep the current one)")
     canary.add_argument("--stable-revision", help="default: the stack's live_revision output")
+    canary.add_argument(
+        "--canary-faults",
+        metavar="SPEC",
+        help="local stack only: HOUSING_FAULTS of the new revision, e.g. error_rate=0.05",
+    )
+    canary.add_argument(
+        "--timeout",
+        type=float,
+        default=300.0,
+        help="local stack only: seconds to wait for the new revision (default 300)",
+    )
     promote = sub.add_parser("promote", help="the canary takes all traffic and becomes stable")
     promote.add_argument("stack")
-    promote.add_argument("--revision", help="default: the stack's canary_revision output")
+    promote.add_argument(
+        "--revision",
+        help="default: the stack's canary_revision output (local: the newest listed revision)",
+    )
     sub.add_parser("rollback", help="the stable revision takes all traffic back").add_argument(
         "stack"
     )
@@ -132,6 +266,20 @@ def main(argv: list[str] | None = None, root: Path = ROOT) -> int:
         )
     args = parser.parse_args(argv)
     try:
+        if args.command in {"canary", "promote", "rollback"}:
+            refuse_while_rolling_out(args.stack, os.environ)
+        if getattr(args, "stack", "") == LOCAL and args.command in ACTIONS:
+            raise ReleaseError(
+                f"the local stack has no Pulumi program to {args.command}: run `nox -s stack`"
+            )
+        if getattr(args, "stack", "") == LOCAL:
+            local(args, os.environ)
+            return 0
+        if getattr(args, "canary_faults", None) is not None:
+            raise ReleaseError(
+                "--canary-faults is for the local stack; on GCP a drill sets `service.faults` "
+                "in the stack file"
+            )
         if args.command in {"canary", "promote", "rollback", "pin"}:
             path = stack_file(args.stack, root)
             if not path.is_file():
@@ -147,8 +295,9 @@ def main(argv: list[str] | None = None, root: Path = ROOT) -> int:
         else:
             ACTIONS[args.command](args.stack)
     except (CLIMissingError, ConfigError, ReleaseError) as exc:
-        print(f"{args.command}: {exc}", file=sys.stderr)
+        print(f"{args.command}: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
+
     return 0
 
 

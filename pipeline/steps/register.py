@@ -3,7 +3,10 @@
 The challenger becomes champion when there is none yet, or when it beats the current champion
 on this same test set by the configured margin (``register.promotion = "auto"``). Each version
 is also exported to the artifact store, the service's fallback when MLflow is unreachable, with
-its reference profile (what it was trained on, for the drift monitor) among its files.
+its reference profile (what it was trained on, for the drift monitor) and evaluate's reports
+(``evaluation/``: metrics, errors per group, importances, a test-side sample, plots) among its
+files. The reports are read from the artifact store, so a cached evaluate, which logs nothing to
+MLflow, still leaves them on the version.
 """
 
 from __future__ import annotations
@@ -17,12 +20,16 @@ import numpy as np
 import pandas as pd
 
 from model_runtime import contract
-from pipeline import catalog, model_registry
+from pipeline import catalog, model_registry, probe_set
 from pipeline.cv import xy
 from pipeline.monitoring import profile
 
 if TYPE_CHECKING:
     from pipeline.step_context import StepContext
+
+
+#: Where evaluate's reports sit in a version's files (and so in its export).
+EVALUATION_FOLDER = "evaluation"
 
 
 def version_tags(
@@ -69,6 +76,12 @@ def run(ctx: StepContext) -> dict[str, Any]:
     version = reg.register(model_uri, tags)
     # Before the export is made: the export copies the logged model's files, profile included.
     profile.log_to_version(config.model_name, version, reference)
+    reports = [
+        (key.removeprefix("reports/"), ctx.read_bytes(key)) for key in catalog.EVALUATION_REPORTS
+    ]
+    model_registry.attach(reg, version, EVALUATION_FOLDER, reports)
+    # Held-out houses and this version's served prices, for a rollout's price check.
+    probe_set.attach(reg, version, model, X_test)
 
     challenger_rmse = evaluation["test_metrics"]["rmse"]
     champion_rmse = champion_metrics["rmse"] if champion_metrics else None
