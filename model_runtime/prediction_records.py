@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -55,43 +55,18 @@ def object_key(day: str, model_version: str, revision: str, instance: str, seq: 
     return f"{PREFIX}date={day}/model_version={version}/{revision}/{instance}/{seq:08d}.parquet"
 
 
-#: Rows converted per step of :func:`encode`: ~0.3 ms of holding the interpreter's lock.
-ENCODE_STEP_ROWS = 128
-
-
-def encode(rows: Sequence[tuple[Any, ...]], pause: Callable[[], object] | None = None) -> bytes:
-    """Rows (tuples in :data:`COLUMNS` order) as one parquet file.
-
-    Turning Python values into columns holds the interpreter's lock throughout (~3 ms for
-    1,000 rows), and the service's event loop waits that long for it. So rows are converted
-    ``ENCODE_STEP_ROWS`` at a time, with ``pause`` between steps (the service's writer passes
-    ``time.sleep(0)``, which hands the lock to a waiting thread); the parquet writing itself
-    runs in C++ into a native buffer, without the lock."""
-    import pyarrow as pa
-
-    names = list(COLUMNS)
-    batches: list[Any] = []
-    for start in range(0, len(rows), ENCODE_STEP_ROWS):
-        if batches and pause is not None:
-            pause()
-        # Transposed in C, one list per column.
-        part = rows[start : start + ENCODE_STEP_ROWS]
-        batches.append(pa.record_batch(list(map(list, zip(*part, strict=True))), names=names))
-    if not batches:
-        return _parquet(pa.table({n: [] for n in names}))
-    # Each step infers its own types (a column empty in one step is null there): unify them as
-    # one conversion of all rows would have.
-    tables = [pa.Table.from_batches([batch]) for batch in batches]
-    return _parquet(pa.concat_tables(tables, promote_options="permissive"))
-
-
-def _parquet(table: Any) -> bytes:
+def encode(rows: Sequence[tuple[Any, ...]]) -> bytes:
+    """Rows (tuples in :data:`COLUMNS` order) as one parquet file."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression="zstd")
-    return bytes(sink.getvalue().to_pybytes())
+    # Transposed in C: the service's writer thread runs this holding the interpreter's lock,
+    # which the event loop then waits for.
+    values = zip(*rows, strict=True) if rows else ([] for _ in COLUMNS)
+    columns = dict(zip(COLUMNS, map(list, values), strict=True))
+    out = io.BytesIO()
+    pq.write_table(pa.table(columns), out, compression="zstd")
+    return out.getvalue()
 
 
 def decode(data: bytes) -> list[dict[str, Any]]:

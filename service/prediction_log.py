@@ -67,11 +67,6 @@ _TIME = COLUMNS.index("time")
 _VERSION = COLUMNS.index("model_version")
 
 
-def _hand_over() -> None:
-    """Let a thread waiting for the interpreter's lock (the event loop) have it now."""
-    time.sleep(0)
-
-
 def _values(house: Any) -> tuple[Any, ...]:
     """The nine inputs of a house: a decoded ``House`` (attributes) or a mapping."""
     if isinstance(house, dict):
@@ -206,7 +201,7 @@ class PredictionLog:
 
     def _write_group(self, key: str, rows: list[Row]) -> int:
         try:
-            data = encode(rows, pause=_hand_over)
+            data = encode(rows)
         except Exception as exc:  # rows that can't be encoded never will be: dropped
             self._failed(key, exc, dropped=len(rows))
         else:
