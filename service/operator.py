@@ -18,7 +18,7 @@ import json
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
 import anyio
 import httpx
@@ -29,10 +29,11 @@ from litestar.di import NamedDependency, Provide
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import FromPath, FromQuery
+from litestar.openapi.spec import Example
+from litestar.params import FromPath, Parameter
 
 from housing_platform.artifact_store import ArtifactStore, open_store
-from model_runtime.exports import Export, export_prefix
+from model_runtime.exports import DEFAULT_MODEL, Export, export_prefix
 from model_runtime.loader import metrics_of, parse_models_uri
 from service.schemas import ErrorBody
 from service.settings import ServiceSettings
@@ -522,6 +523,10 @@ def monitoring(console: NamedDependency[Console]) -> MonitorReports:
     return console.monitoring()
 
 
+#: A plot every registered version carries (the register step attaches evaluate's reports).
+PLOT = "predicted_vs_actual.png"
+
+
 @get(
     "/plot",
     operation_id="operatorPlot",
@@ -531,7 +536,16 @@ def monitoring(console: NamedDependency[Console]) -> MonitorReports:
     tags=_TAGS,
     sync_to_thread=True,
 )
-def plot(console: NamedDependency[Console], key: FromQuery[str]) -> Response[bytes]:
+def plot(
+    console: NamedDependency[Console],
+    key: Annotated[
+        str,
+        Parameter(
+            description="The plot's key in the artifact store, as a report lists it",
+            examples=[Example(value=f"{export_prefix(DEFAULT_MODEL, '1')}/evaluation/{PLOT}")],
+        ),
+    ],
+) -> Response[bytes]:
     return Response(console.plot(key), media_type="image/png")
 
 

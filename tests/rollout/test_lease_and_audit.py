@@ -14,6 +14,7 @@ from housing_platform.artifact_store import LocalStore
 from rollout import audit, lease
 from rollout.audit import AuditConflictError, AuditLog
 from rollout.lease import Lease, LeaseHeldError
+from tests.helpers import running
 from tests.test_project import ROOT
 
 
@@ -106,27 +107,19 @@ def test_a_holder_killed_on_this_machine_gives_its_lease_back_at_once(store, tmp
     """A controller killed with SIGKILL and started again on the same machine needn't wait for
     the expiry: its process is gone."""
     code = (
-        "import sys, time; from housing_platform.artifact_store import LocalStore; "
+        "import signal; from housing_platform.artifact_store import LocalStore; "
         "from rollout.lease import Lease; "
         f"Lease(LocalStore({str(store.root)!r}), 'local', ttl_s=3600).acquire(); "
-        "print('held', flush=True); time.sleep(600)"
+        "print('held', flush=True); signal.pause()"
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True
-    )
-    try:
+    argv = [sys.executable, "-c", code]
+    with running(argv, cwd=ROOT, stdout=subprocess.PIPE, text=True) as proc:
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "held"
         with pytest.raises(LeaseHeldError, match=f"pid {proc.pid}"):
             Lease(store, "local").acquire()
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
     taken = Lease(store, "local").acquire()
     assert taken.pid != proc.pid
 

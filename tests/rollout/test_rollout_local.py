@@ -24,7 +24,7 @@ import pytest
 
 from rollout import audit
 from rollout.audit import Record
-from tests.helpers import wait_until
+from tests.helpers import running, wait_until
 from tests.rollout.conftest import LocalStack
 from tests.test_project import ROOT
 
@@ -228,8 +228,7 @@ def test_a_controller_killed_mid_step_resumes_without_shifting_twice_and_a_secon
     # differed by up to 265 ms (stable's own was 287 ms), so latency is not what it judges here.
     env = environment(local_stack, **SHORT_STEPS | {"ROLLOUT_LATENCY_FLOOR_MS": "2000"})
     before = set(audit.rollout_ids(local_stack.store, "local"))
-    first = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
-    try:
+    with running(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True) as first:
 
         def judging() -> bool:
             ids = set(audit.rollout_ids(local_stack.store, "local")) - before
@@ -246,12 +245,6 @@ def test_a_controller_killed_mid_step_resumes_without_shifting_twice_and_a_secon
         assert f"pid {first.pid}" in second.stderr
         first.send_signal(signal.SIGKILL)
         first.wait()
-    finally:
-        if first.poll() is None:
-            first.kill()
-            first.wait()
-        if first.stdout is not None:
-            first.stdout.close()
     killed_at = time.time()
     again = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     print(again.stdout, again.stderr)
