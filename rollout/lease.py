@@ -25,6 +25,7 @@ from collections.abc import Callable
 import msgspec
 
 from housing_platform.artifact_store import ArtifactStore
+from local_platform.processes import alive
 from rollout.audit import stack_prefix
 
 #: Seconds a lease lasts without a renewal.
@@ -68,14 +69,6 @@ def current(store: ArtifactStore, stack: str) -> LeaseRecord | None:
         return None
     return msgspec.json.decode(store.read_bytes(keys[-1]), type=LeaseRecord)
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
     return True
 
 
@@ -83,7 +76,7 @@ def is_free(record: LeaseRecord | None, now: float, host: str) -> bool:
     """Whether a new holder may take the lease over ``record``."""
     if record is None or record.released or record.expires_at <= now:
         return True
-    return record.host == host and not _alive(record.pid)
+    return record.host == host and not alive(record.pid)
 
 
 def check_free(

@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
+from model_runtime.contract import EXAMPLE_HOUSE
 from rollout import audit
 from rollout.audit import Record
 from tests.helpers import running, wait_until
@@ -41,17 +42,7 @@ INJECTED = "injected fault (HOUSING_FAULTS)"
 #: once; at 300 a 5% error rate still fails with p < 1e-4 and a 200 ms delay is its whole p99.
 DRILL_LIMITS = {"ROLLOUT_MIN_REQUESTS": "300"}
 SHORT_STEPS = {"ROLLOUT_MIN_REQUESTS": "150", "ROLLOUT_LATENCY_FLOOR_MS": "100"}
-HOUSE = {
-    "longitude": -122.23,
-    "latitude": 37.88,
-    "housing_median_age": 41.0,
-    "total_rooms": 880.0,
-    "total_bedrooms": 129.0,
-    "population": 322.0,
-    "households": 126.0,
-    "median_income": 8.3252,
-    "ocean_proximity": "NEAR BAY",
-}
+HOUSE = dict(EXAMPLE_HOUSE)
 
 
 def command(stack: LocalStack, *args: str) -> list[str]:
