@@ -13,7 +13,9 @@ import math
 import multiprocessing
 import os
 import socket
+import tempfile
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -26,6 +28,7 @@ from pipeline import catalog
 from pipeline.cv import iter_fold_scores, xy
 from pipeline.model import FAMILIES, FeatureSpec, build_model
 from pipeline.settings import Settings, TuneConfig
+from pipeline.steps import tune_worker
 from pipeline.steps.features import load_spec
 
 if TYPE_CHECKING:
@@ -246,8 +249,8 @@ def trials_per_worker(total: int, workers: int) -> int:
     return math.ceil(total / max(1, workers))
 
 
-def _worker(
-    settings_json: bytes,
+def work(
+    settings: Settings,
     storage: str,
     name: str,
     train: pd.DataFrame,
@@ -255,9 +258,9 @@ def _worker(
     family: str,
     parent_run_id: str | None,
 ) -> None:
+    """One worker's share of the shared study (the body of ``tune_worker.main``)."""
     from threadpoolctl import threadpool_limits
 
-    settings = msgspec.json.decode(settings_json, type=Settings)
     study = optuna.load_study(study_name=name, storage=storage)
     objective = Objective(train, spec, family, settings.tune)
     logger = TrialLogger(settings, parent_run_id, None)
@@ -276,24 +279,39 @@ def run_workers(
     family: str,
     parent_run_id: str | None,
 ) -> None:
-    """Start ``tune.workers`` processes on one shared study and wait for all of them."""
+    """Start ``tune.workers`` processes on one shared study and wait for all of them.
+
+    The training frame goes to them as a parquet file, not down the start-up pipe: a parent
+    never blocks on a child that has not yet read its arguments.
+    """
     ctx = multiprocessing.get_context("spawn")
-    payload = msgspec.json.encode(settings)
-    procs = [
-        ctx.Process(
-            target=_worker,
-            args=(payload, storage, name, train, spec, family, parent_run_id),
-            name=f"tune-worker-{i}",
+    with tempfile.TemporaryDirectory(prefix="tune-") as folder:
+        train_path = str(Path(folder) / "train.parquet")
+        train.to_parquet(train_path)
+        args = (
+            tune_worker.deadline_s(settings.tune.timeout_s),
+            msgspec.json.encode(settings),
+            storage,
+            name,
+            train_path,
+            msgspec.json.encode(spec),
+            family,
+            parent_run_id,
         )
-        for i in range(settings.tune.workers)
-    ]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join()
-    failed = [p.name for p in procs if p.exitcode != 0]
+        procs = [
+            ctx.Process(target=tune_worker.main, args=args, name=f"tune-worker-{i}")
+            for i in range(settings.tune.workers)
+        ]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()
+    failed = [f"{p.name} (exit {p.exitcode})" for p in procs if p.exitcode != 0]
     if failed:
-        raise RuntimeError(f"tune workers failed: {', '.join(failed)}")
+        raise RuntimeError(
+            f"tune workers failed: {', '.join(failed)}; a worker that outlives "
+            f"{tune_worker.deadline_s(settings.tune.timeout_s):.0f} s prints its stacks and exits"
+        )
 
 
 def trials_table(study: optuna.Study) -> pd.DataFrame:

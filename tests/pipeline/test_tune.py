@@ -1,12 +1,15 @@
 import collections
+import multiprocessing
+import socket
 
+import msgspec
 import optuna
 import sqlalchemy.engine
 
 from housing_platform.database_url import with_password
 from pipeline.model import FeatureSpec
 from pipeline.settings import load_settings
-from pipeline.steps import tune
+from pipeline.steps import tune, tune_worker
 
 
 def _settings(tmp_path, **tune_cfg):
@@ -82,3 +85,31 @@ def test_the_database_password_joins_the_storage_url_only_at_connect_time(tmp_pa
     tune.create_study(settings, url, "random_forest", "with-password")  # a real connection
     assert with_password(url, "other") == url, "an explicit password is kept"
     assert with_password("sqlite:///x.db", secret) == "sqlite:///x.db"
+
+
+def test_a_worker_that_hangs_prints_its_stacks_and_exits(tmp_path, housing_sample, capfd):
+    """A stuck worker (here: a database that accepts the connection and never answers) must
+    not hold the step for ever: past its deadline it prints where it is and fails."""
+    settings = _settings(tmp_path, n_trials=2, workers=2)
+    train = tmp_path / "train.parquet"
+    housing_sample.head(100).to_parquet(train)
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        storage = f"postgresql+psycopg2://housing@127.0.0.1:{silent.getsockname()[1]}/optuna"
+        worker = multiprocessing.get_context("spawn").Process(
+            target=tune_worker.main,
+            args=(
+                3.0,
+                msgspec.json.encode(settings),
+                storage,
+                "stuck",
+                str(train),
+                msgspec.json.encode(FeatureSpec()),
+                "random_forest",
+                None,
+            ),
+        )
+        worker.start()
+        worker.join(120)
+        assert worker.exitcode is not None, "the watchdog did not end the worker"
+    assert worker.exitcode != 0
+    assert "Timeout (0:00:03)!" in capfd.readouterr().err
