@@ -17,7 +17,7 @@ from infra.components.artifact_registry import Registry, RegistryArgs, deployed_
 from infra.components.bucket import PREDICTIONS, Storage, StorageArgs
 from infra.components.cloud_sql import Database, DatabaseArgs
 from infra.components.identity import DEFAULT_PRODUCTION_REF, Identity, IdentityArgs
-from infra.components.inference_service import InferenceArgs, InferenceService
+from infra.components.inference_service import InferenceArgs, InferenceService, operator_audience
 from infra.components.jobs import PipelineJobs, PipelineJobsArgs
 from infra.components.mlflow_service import Tracking, TrackingArgs
 from infra.components.monitor import READS, WRITES, Monitor, MonitorArgs
@@ -266,6 +266,10 @@ def build(config: StackConfig) -> dict[str, Any]:
         if identity.ci is not None:
             invokers["ci"] = identity.ci.member
         invokers |= {_label(m): m for m in s.invokers}
+        # The console reads operator data with its own account's ID token, minted for a custom
+        # audience of the service: Cloud Run's IAM accepts it, and the service checks it again.
+        console = config.ui.enabled and bool(config.images.ui)
+        audience = operator_audience(project, environment) if console else ""
         api = InferenceService(
             "api",
             InferenceArgs(
@@ -284,6 +288,8 @@ def build(config: StackConfig) -> dict[str, Any]:
                 concurrency=s.concurrency,
                 faults=s.faults,
                 shadowing=s.shadowing,
+                operator_audience=audience,
+                operators=(identity.spelled_email(project, "ui"),) if console else (),
                 prediction_log=config.prediction_log.enabled,
                 prediction_log_batch_rows=config.prediction_log.batch_rows,
                 prediction_log_interval_seconds=config.prediction_log.interval_seconds,
@@ -301,7 +307,7 @@ def build(config: StackConfig) -> dict[str, Any]:
         }
         # The UI needs the service and its image; without either it is left out, like any
         # part without an image, so a first `up` of a bare stack passes with ui.enabled set.
-        if config.ui.enabled and config.images.ui:
+        if console and config.images.ui:
             ui = UI(
                 "ui",
                 UIArgs(
@@ -310,6 +316,7 @@ def build(config: StackConfig) -> dict[str, Any]:
                     image=config.images.ui,
                     service_account=identity.email("ui"),
                     api_url=api.url,
+                    api_audience=audience,
                     public=config.ui.public,
                     max_instances=config.ui.max_instances,
                     deletion_protection=prod,

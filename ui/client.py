@@ -92,9 +92,7 @@ class ServiceClient:
         for attempt in range(max(1, self.settings.retries)):
             if attempt:
                 self.sleep(min(8.0, 0.5 * 2 ** (attempt - 1)))
-            headers = dict(given)
-            if self.token is not None:
-                headers["Authorization"] = f"Bearer {self.token()}"
+            headers = dict(given) | self._auth()
             try:
                 response = self.http.request(method, path, headers=headers, **kwargs)
             except httpx.TimeoutException:
@@ -184,7 +182,13 @@ class ServiceClient:
         return response.content
 
     def _auth(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token()}"} if self.token is not None else {}
+        """The ID token twice: Cloud Run's IAM reads ``X-Serverless-Authorization`` (and strips
+        its signature), and passes ``Authorization`` on untouched for the service's own check
+        of operator callers."""
+        if self.token is None:
+            return {}
+        bearer = f"Bearer {self.token()}"
+        return {"Authorization": bearer, "X-Serverless-Authorization": bearer}
 
     def health(self) -> tuple[bool, bool, str]:
         """(alive, ready, readiness detail)."""

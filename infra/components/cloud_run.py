@@ -100,6 +100,7 @@ def service(
     opts: pulumi.ResourceOptions,
     labels: Mapping[str, str],
     traffics: Any = None,
+    custom_audiences: list[str] | None = None,
 ) -> Any:
     """A Cloud Run v2 service declared the way every part of the platform needs it: public
     ingress guarded by IAM, service-level scaling stated explicitly (the API writes it anyway),
@@ -118,6 +119,7 @@ def service(
         scaling={"min_instance_count": 0},
         template=template,
         traffics=traffics,
+        custom_audiences=custom_audiences,
         opts=pulumi.ResourceOptions.merge(
             opts, pulumi.ResourceOptions(ignore_changes=IGNORED_FIELDS)
         ),

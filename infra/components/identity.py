@@ -90,6 +90,10 @@ def grantable_roles_condition(roles: tuple[str, ...]) -> str:
     return f"api.getAttribute('iam.googleapis.com/modifiedGrantsByRole', []).hasOnly([{listed}])"
 
 
+def account_id(workload: str) -> str:
+    return f"housing-{workload}"
+
+
 class Identity(pulumi.ComponentResource):
     accounts: dict[str, gcp.serviceaccount.Account]
     ci: gcp.serviceaccount.Account | None
@@ -101,7 +105,7 @@ class Identity(pulumi.ComponentResource):
         self.accounts = {
             workload: gcp.serviceaccount.Account(
                 f"{name}-{workload}",
-                account_id=f"housing-{workload}",
+                account_id=account_id(workload),
                 display_name=f"housing-mlops {workload}",
                 project=args.project,
                 opts=child,
@@ -125,6 +129,12 @@ class Identity(pulumi.ComponentResource):
         if args.github_repository:
             self._github(name, args, child)
         self.register_outputs({})
+
+    @staticmethod
+    def spelled_email(project: str, workload: str) -> str:
+        """The email GCP gives a workload's account (``<accountId>@<project>.iam...``), known
+        before the account exists: for a setting that names it without depending on it."""
+        return f"{account_id(workload)}@{project}.iam.gserviceaccount.com"
 
     def member(self, workload: str) -> pulumi.Output[str]:
         return self.accounts[workload].member

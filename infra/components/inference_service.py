@@ -46,6 +46,14 @@ class InferenceArgs(cloudrun.WorkloadArgs, frozen=True, kw_only=True):
     prediction_log_capacity_rows: int = 100_000
     faults: str = ""
     """HOUSING_FAULTS, for release drills (the config check refuses it on production)."""
+    operator_audience: str = ""
+    """A custom audience of the service (``custom_audiences``) and its OPERATOR_AUDIENCE: the
+    console's ID tokens carry it, so Cloud Run's IAM and the service's operator check read the
+    same token. Empty: no operator endpoints on GCP (a shared service refuses them)."""
+    operators: tuple[str, ...] = ()
+    """OPERATOR_ACCOUNTS: the emails whose tokens may read operator data (the UI's account),
+    spelled out rather than taken from the account resources: known in a first preview, and
+    the template's only account input stays its own (which the policy pack reads)."""
     shadowing: bool = False
     """Revisions made with CPU always allocated, mirroring with an ID token, and the API's own
     account an invoker of its service: what a stable revision needs to mirror a shadow phase
@@ -92,6 +100,23 @@ def prediction_log_env(args: InferenceArgs, bucket: Text) -> list[dict[str, Any]
     ]
 
 
+def operator_audience(project: str, environment: str) -> str:
+    """The service's audience for operator tokens: one per project and environment, so a
+    token minted for one stack's console is refused by another's service."""
+    return f"https://{SERVICE}.operators/{project}/{environment}"
+
+
+def operator_env(args: InferenceArgs) -> list[dict[str, Any]]:
+    """Who may read the console's data (``service/operator.py``): tokens for the service's
+    operator audience, from these accounts."""
+    if not args.operator_audience:
+        return []
+    return [
+        cloudrun.env("OPERATOR_AUDIENCE", args.operator_audience),
+        cloudrun.env("OPERATOR_ACCOUNTS", ",".join(args.operators)),
+    ]
+
+
 def revision_template(
     args: InferenceArgs, service_account: Text, bucket: Text, tracking_url: Text | None
 ) -> dict[str, Any]:
@@ -115,6 +140,7 @@ def revision_template(
                 "envs": [
                     *model_env(release.model_version, bucket, tracking_url),
                     *prediction_log_env(args, bucket),
+                    *operator_env(args),
                     cloudrun.env("HOST", "0.0.0.0"),
                     cloudrun.env("DRAIN_SECONDS", "8"),
                     # prod refuses HOUSING_FAULTS at start, whoever sets it.
@@ -185,6 +211,7 @@ class InferenceService(pulumi.ComponentResource):
             labels=args.labels(),
             opts=child,
             traffics=self.newest_revision.apply(lambda n: traffic_args(args.release, n)),
+            custom_audiences=[args.operator_audience] if args.operator_audience else None,
         )
         members: dict[str, pulumi.Input[str]] = (
             {"public": "allUsers"} if args.public else dict(args.invokers)

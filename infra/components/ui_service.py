@@ -17,6 +17,9 @@ PORT = 8080
 class UIArgs(cloudrun.WorkloadArgs, frozen=True, kw_only=True):
     image: str
     api_url: pulumi.Input[str]
+    api_audience: pulumi.Input[str]
+    """The audience of the UI's ID tokens: the service's operator audience, so one token both
+    passes Cloud Run's IAM and reads the console's data."""
     public: bool = False
     max_instances: int = 2
 
@@ -38,7 +41,7 @@ class UI(pulumi.ComponentResource):
                     "ports": {"container_port": PORT},
                     "envs": [
                         cloudrun.env("API_URL", args.api_url),
-                        cloudrun.env("API_AUDIENCE", args.api_url),
+                        cloudrun.env("API_AUDIENCE", args.api_audience),
                     ],
                     "resources": cloudrun.resources("1", "1Gi"),
                     "startup_probe": cloudrun.http_probe("/_stcore/health", period=2, failures=30),

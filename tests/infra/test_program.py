@@ -320,3 +320,29 @@ def test_release_reads_the_stack_file_spelling():
         {"modelVersion": 3, "image": "i", "canaryPercent": 5, "stableRevision": "r"}, Release
     )
     assert (release.model_version, release.canary_percent) == (3, 5)
+
+
+@pytest.mark.parametrize("ui", [True, False])
+@pytest.mark.parametrize("stack", STACKS)
+def test_the_console_reads_operator_data_with_its_own_accounts_token(stack, ui, deployed):
+    """One token, three places that must agree (mocks accept any value): the UI mints it for
+    an audience the service lists as a custom audience (so Cloud Run's IAM lets it in) and that
+    the service's operator check expects, from the account that check trusts."""
+    config = stack_config(stack)
+    config = msgspec.structs.replace(config, ui=msgspec.structs.replace(config.ui, enabled=ui))
+    by_name = services(deployed(config))
+    api = by_name["housing-api"]
+    api_env = envs(api["template"]["containers"][0])
+    if not ui:
+        assert "housing-ui" not in by_name
+        assert "OPERATOR_AUDIENCE" not in api_env
+        assert not api.get("customAudiences")
+        return
+    ui_env = envs(by_name["housing-ui"]["template"]["containers"][0])
+    audience = ui_env["API_AUDIENCE"]["value"]
+    assert audience == api_env["OPERATOR_AUDIENCE"]["value"]
+    assert api["customAudiences"] == [audience]
+    environment = "prod" if config.production else "dev"
+    assert audience.endswith(f"/{config.project}/{environment}"), "one audience per stack"
+    ui_account = by_name["housing-ui"]["template"]["serviceAccount"]
+    assert api_env["OPERATOR_ACCOUNTS"]["value"] == ui_account

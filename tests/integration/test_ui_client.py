@@ -120,11 +120,18 @@ def test_service_down_is_one_line_after_backoff():
 
 
 def test_every_request_carries_a_fresh_token_when_an_audience_is_set():
-    seen: list[str] = []
+    """In both headers: Cloud Run's IAM reads X-Serverless-Authorization, the service's
+    operator check the Authorization that Cloud Run passes on."""
+    seen: list[tuple[str, str]] = []
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            seen.append(self.headers.get("Authorization", ""))
+            seen.append(
+                (
+                    self.headers.get("Authorization", ""),
+                    self.headers.get("X-Serverless-Authorization", ""),
+                )
+            )
             body = b'{"status": "ok", "detail": ""}'
             self.send_response(200)
             self.send_header("content-type", "application/json")
@@ -142,7 +149,7 @@ def test_every_request_carries_a_fresh_token_when_an_audience_is_set():
         )
         assert client.health()[:2] == (True, True)
         client.close()
-    assert seen == ["Bearer t1", "Bearer t2"]
+    assert seen == [("Bearer t1", "Bearer t1"), ("Bearer t2", "Bearer t2")]
 
 
 def test_settings_from_environment():
