@@ -58,7 +58,34 @@ def preview(name: str) -> None:
 
 
 def up(name: str) -> None:
-    _stack(name).up(policy_packs=[str(POLICY_PACK)], on_output=print)
+    result = _stack(name).up(policy_packs=[str(POLICY_PACK)], on_output=print)
+    outputs = {key: output.value for key, output in result.outputs.items()}
+    publish_release(name, outputs, os.environ)
+
+
+def publish_release(
+    stack: str, outputs: Mapping[str, Any], env: Mapping[str, str], root: Path = ROOT
+) -> None:
+    """After an ``up``: the release feed (what the stable revision mirrors) and the live traffic
+    split (what the console shows) in the stack's artifact store, ARTIFACT_URI or the
+    ``bucket`` output's ``gs://<bucket>/artifacts``. Without a release nothing is published."""
+    from housing_platform import release_feed, traffic_split
+    from housing_platform.artifact_store import open_store
+    from infra.release.publication import from_stack
+
+    release = config_from_text(stack_file(stack, root).read_text(), stack).release
+    if release is None or not outputs.get("live_revision"):
+        return
+    bucket = outputs.get("bucket")
+    uri = env.get("ARTIFACT_URI", "") or (f"gs://{bucket}/artifacts" if bucket else "")
+    if not uri:
+        print(f"note: no ARTIFACT_URI and no bucket output: {stack}'s release was not published")
+        return
+    feed, split = from_stack(release, outputs)
+    store = open_store(uri)
+    release_feed.publish(store, feed)
+    traffic_split.publish(store, split)
+    print(f"published the release feed and traffic split under {uri}/releases/")
 
 
 def destroy(name: str) -> None:

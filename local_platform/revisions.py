@@ -31,8 +31,9 @@ from pathlib import Path
 
 import httpx
 
-from housing_platform import release_feed
+from housing_platform import release_feed, traffic_split
 from housing_platform.artifact_store import ArtifactStore
+from infra.release.publication import traffic_split as split_for_operators
 from infra.release.traffic import SHADOW_TAG, STABLE_TAG, ReleaseError, revision_name
 from local_platform import release_state
 from local_platform.processes import LOOPBACK, Process, alive, free_port, spawn
@@ -113,6 +114,14 @@ def feed_of(state: ReleaseState, api_url: str) -> release_feed.ReleaseFeed:
     )
 
 
+def split_of(state: ReleaseState, api_url: str) -> traffic_split.TrafficSplit:
+    """The live split of an applied release, with the splitter's tag URLs."""
+    tagged = state.tagged()
+    urls = {tag: f"{api_url.rstrip('/')}/tags/{tag}" for tag in tagged} if api_url else {}
+    versions = {name: revision.model_version for name, revision in state.revisions.items()}
+    return split_for_operators(state.targets(), tagged, urls, versions)
+
+
 def log_path(home: Path, name: str) -> Path:
     return home / "logs" / f"{name}.log"
 
@@ -175,6 +184,7 @@ class Reconciler:
     _failed: set[str] = field(default_factory=set)
     _retiring: list[threading.Thread] = field(default_factory=list)
     _published: release_feed.ReleaseFeed | None = None
+    _split: traffic_split.TrafficSplit | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -246,6 +256,10 @@ class Reconciler:
         if feed != self._published:
             release_feed.publish(self.store, feed)
             self._published = feed
+        split = split_of(state, self.api_url)
+        if split != self._split:
+            traffic_split.publish(self.store, split)
+            self._split = split
 
     def _retire(self, name: str) -> None:
         """Stops a revision nothing refers to, once the splitter has long stopped sending it

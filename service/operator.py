@@ -32,7 +32,9 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Example
 from litestar.params import FromPath, Parameter
 
+from housing_platform import traffic_split
 from housing_platform.artifact_store import ArtifactStore, open_store
+from housing_platform.traffic_split import TrafficSplit
 from model_runtime.exports import DEFAULT_MODEL, Export, export_prefix
 from model_runtime.loader import metrics_of, parse_models_uri
 from service.schemas import ErrorBody
@@ -137,6 +139,9 @@ class Release(msgspec.Struct):
     feed: dict[str, Any] | None
     """The release feed as published (``releases/feed.json``)."""
     key: str
+    split: TrafficSplit | None = None
+    """The live traffic split (``releases/split.json``): each serving or tagged revision, its
+    model version, percent and tag URLs; None until a release tool publishes one."""
 
 
 class Entries(msgspec.Struct):
@@ -380,9 +385,10 @@ class Console:
     def release(self) -> Release:
         try:
             store = self.store()
+            split = traffic_split.read(store)
             if not store.exists(RELEASE_FEED):
-                return Release(False, None, RELEASE_FEED)
-            return Release(True, self._json(RELEASE_FEED), RELEASE_FEED)
+                return Release(False, None, RELEASE_FEED, split)
+            return Release(True, self._json(RELEASE_FEED), RELEASE_FEED, split)
         except SourceDownError:
             raise
         except Exception as exc:

@@ -81,7 +81,8 @@ class ServiceSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_
 
     operator_audience: str = ""
     """The audience operator callers' Google ID tokens must carry (OPERATOR_AUDIENCE: on GCP
-    the service's operator custom audience, which the Pulumi program sets). Empty: operator endpoints answer loopback callers of a local service only."""
+    the service's operator custom audience, which the Pulumi program sets). Empty: operator
+    endpoints answer loopback callers of a local service only."""
     operator_accounts: tuple[str, ...] = ()
     """Emails whose ID tokens may read operator data (OPERATOR_ACCOUNTS, comma-separated: the
     UI's service account)."""

@@ -1,5 +1,6 @@
-"""The Releases page: the published release (live split, shadow phase), the shadow agreement
-reports and the rollout audit log as a timeline of verdicts with their reasons.
+"""The Releases page: the live traffic split (revisions, model versions, percents, tag URLs),
+the published release feed (shadow phase), the shadow agreement reports and the rollout audit
+log as a timeline of verdicts with their reasons.
 
 The records are written by the release tooling; this page reads them through the service and
 shows what they hold, naming the fields it knows (time, step, verdict, reasons) and listing the
@@ -92,6 +93,60 @@ def timeline_chart(frame: pd.DataFrame) -> alt.Chart:
     )
 
 
+def split_frame(split: Mapping[str, Any]) -> pd.DataFrame:
+    """One row per serving or tagged revision: its name, model version, percent and tags."""
+    rows = [
+        {
+            "revision": r["revision"],
+            "model version": int(r.get("model_version") or 0),
+            "percent": int(r.get("percent") or 0),
+            "tags": ", ".join(t["tag"] for t in r.get("tags") or []),
+        }
+        for r in split.get("revisions") or []
+    ]
+    return pd.DataFrame(rows, columns=["revision", "model version", "percent", "tags"])
+
+
+def split_chart(frame: pd.DataFrame) -> alt.Chart:
+    """The requests each revision answers, as one stacked bar of 100%."""
+    return (
+        alt.Chart(frame.assign(share=frame["percent"] / 100, traffic="requests"))
+        .mark_bar(size=28)
+        .encode(
+            x=alt.X(
+                "share:Q",
+                title="share of requests",
+                stack="zero",
+                axis=alt.Axis(format="%"),
+                scale=alt.Scale(domain=[0, 1]),
+            ),
+            y=alt.Y("traffic:N", title=None, axis=None),
+            color=alt.Color("revision:N", legend=alt.Legend(orient="bottom", title=None)),
+            tooltip=["revision:N", "model version:Q", "percent:Q", "tags:N"],
+        )
+        .properties(title="Live traffic split", height=60)
+    )
+
+
+def split_section(split: Mapping[str, Any] | None) -> None:
+    if not split or not split.get("revisions"):
+        st.info("No traffic split published yet (releases/split.json): a release command does.")
+        return
+    frame = split_frame(split)
+    st.altair_chart(split_chart(frame), key="traffic_split")
+    for r in split["revisions"]:
+        tags = " · ".join(f"{t['tag']}: {t['url']}" for t in r.get("tags") or [] if t.get("url"))
+        version = int(r.get("model_version") or 0)
+        served = f"model version {version}" if version else "model version unknown"
+        st.markdown(
+            f"**{r['revision']}** — {served} — {int(r.get('percent') or 0)}% of requests"
+            + (f"  \n{tags}" if tags else "")
+        )
+    updated = split.get("updated_at")
+    if updated:
+        st.caption(f"Published {when(updated)}")
+
+
 def release_section() -> None:
     st.subheader("Live release")
     try:
@@ -99,12 +154,14 @@ def release_section() -> None:
     except ServiceError as exc:
         st.error(str(exc))
         return
+    split_section(release.get("split"))
     if not release.get("published"):
         st.info("No rollout yet: no release has been published (releases/feed.json).")
         return
     feed = release.get("feed") or {}
     shown = {k: (when(v) if k.endswith("_at") else v) for k, v in feed.items()}
-    st.table(pd.DataFrame({"field": list(shown), "value": [str(v) for v in shown.values()]}))
+    with st.expander("Release feed (what the stable revision mirrors)"):
+        st.table(pd.DataFrame({"field": list(shown), "value": [str(v) for v in shown.values()]}))
 
 
 def shadow_section() -> None:

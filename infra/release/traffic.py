@@ -99,6 +99,13 @@ def revision_name(service: str, model_version: int, template: dict[str, Any]) ->
     return base[: _MAX_NAME - len(suffix)].rstrip("-") + suffix
 
 
+def model_version_of(revision: str) -> int:
+    """The model version a revision named by :func:`revision_name` serves; 0 when its name
+    does not say (a revision made by hand)."""
+    found = re.search(r"-m(\d+)-[0-9a-f]+$", revision)
+    return int(found.group(1)) if found else 0
+
+
 def split(release: Release, newest_revision: str) -> list[TrafficTarget]:
     """Traffic targets that always sum to 100: stable at 100-p, newest at p."""
     validate(release)

@@ -147,3 +147,56 @@ def test_without_the_pulumi_cli_each_session_says_how_to_install_it(stacks):
         assert done.returncode == 1
         (line,) = done.stderr.strip().splitlines()
         assert "curl -fsSL https://get.pulumi.com | sh" in line
+
+
+def test_an_up_publishes_the_release_feed_and_the_live_split(stacks, tmp_path, capsys):
+    """What `infra.cli up` publishes from the stack file and the outputs of the up that
+    applied it: a shadow phase (canary at 0%, mirrored to through its tag URL), then a canary."""
+    from housing_platform import release_feed, traffic_split
+    from housing_platform.artifact_store import LocalStore
+
+    stable, newest = "housing-api-m1-0123abcd", "housing-api-m2-89abcdef"
+    urls = {"stable": "https://stable---api.a.run.app", "canary": "https://canary---api.a.run.app"}
+    outputs = {"live_revision": stable, "canary_revision": newest, "tag_urls": urls}
+    assert cli.main(["pin", "dev", "--image", f"service={SERVICE_IMAGE}"], root=stacks) == 0
+    env = {"ARTIFACT_URI": str(tmp_path / "artifacts")}
+    cli.publish_release("dev", outputs, env, root=stacks)
+    assert not (tmp_path / "artifacts").exists(), "no release: nothing to publish"
+
+    cli.main(["canary", "dev", "--model-version", "1", "--percent", "100", "--no-up"], root=stacks)
+    cli.main(["canary", "dev", "--model-version", "2", "--percent", "0", "--no-up",
+              "--stable-revision", stable], root=stacks)  # fmt: skip
+    path = stacks / "Pulumi.dev.yaml"
+    shadowing = path.read_text().replace("public: true", "public: true\n    shadowing: true", 1)
+    path.write_text(
+        shadowing.replace("canaryPercent: 0", "canaryPercent: 0\n    shadowPercent: 50")
+    )
+    cli.publish_release("dev", outputs, env, root=stacks)
+    store = LocalStore(tmp_path / "artifacts")
+    feed = release_feed.read(store)
+    assert feed is not None
+    assert (feed.stable_revision, feed.shadow_revision, feed.shadow_model_version) == (
+        stable,
+        newest,
+        2,
+    )
+    assert (feed.shadow_percent, feed.shadow_url) == (50, urls["canary"])
+    split = traffic_split.read(store)
+    assert split is not None
+    assert [(r.revision, r.model_version, r.percent) for r in split.revisions] == [
+        (stable, 1, 100),
+        (newest, 2, 0),
+    ]
+    assert {t.tag: t.url for t in split.revisions[1].tags} == {
+        "canary": urls["canary"],
+        "shadow": urls["canary"],
+    }
+    assert "published the release feed and traffic split" in capsys.readouterr().out
+
+    cli.main(["canary", "dev", "--model-version", "2", "--percent", "10", "--no-up",
+              "--stable-revision", stable], root=stacks)  # fmt: skip
+    path.write_text(path.read_text().replace("shadowPercent: 50", "shadowPercent: 0"))
+    cli.publish_release("dev", outputs, env, root=stacks)
+    assert not release_feed.read(store).mirroring
+    split = traffic_split.read(store)
+    assert [(r.revision, r.percent) for r in split.revisions] == [(stable, 90), (newest, 10)]

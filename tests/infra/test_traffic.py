@@ -1,6 +1,6 @@
 import pytest
 
-from infra.release.traffic import Release, ReleaseError, revision_name, split
+from infra.release.traffic import Release, ReleaseError, model_version_of, revision_name, split
 
 TEMPLATE = {
     "image": "europe-docker.pkg.dev/p/r/service@sha256:abc",
@@ -71,3 +71,8 @@ def test_shadow_defaults_to_off_and_a_shadow_phase_keeps_all_traffic_on_stable()
         ("svc-m6-aaaa", 100),
         ("svc-m7-bbbb", 0),
     ]
+
+
+def test_a_revisions_name_tells_its_model_version():
+    assert model_version_of(revision_name("housing-api", 12, TEMPLATE)) == 12
+    assert model_version_of("housing-api-00042-xyz") == 0, "a revision made by hand"

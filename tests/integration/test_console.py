@@ -45,6 +45,11 @@ ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
 MODEL = "housing-price"
 WINDOWS = 4
+STABLE = "housing-api-m1-0a1b2c3d"
+CANARY = "housing-api-m2-4e5f6a7b"
+STABLE_URL = "https://stable---housing-api-abc123-ew.a.run.app"
+CANARY_URL = "https://canary---housing-api-abc123-ew.a.run.app"
+IMAGE = "europe-west1-docker.pkg.dev/p/housing-mlops/service@sha256:" + "a" * 64
 
 
 def register_challenger(home: Path, source: Path) -> str:
@@ -159,6 +164,21 @@ def write_reports(home: Path, champion: str) -> None:
             mean_batch_houses=1.0,
         ),
     )
+    # A canary of version 2 at 10%, published as `infra.cli up` publishes a GCP stack's.
+    from housing_platform import release_feed, traffic_split
+    from infra.release.publication import from_stack
+    from infra.release.traffic import Release
+
+    feed, split = from_stack(
+        Release(model_version=2, canary_percent=10, stable_revision=STABLE, image=IMAGE),
+        {
+            "live_revision": STABLE,
+            "canary_revision": CANARY,
+            "tag_urls": {"stable": STABLE_URL, "canary": CANARY_URL},
+        },
+    )
+    release_feed.publish(store, feed)
+    traffic_split.publish(store, split)
     log = AuditLog(store, "local", new_rollout_id())
     log.append("start", "console-test", model_version=2)
     log.append(
@@ -344,9 +364,12 @@ def test_the_releases_page_shows_the_audit_log_and_shadow(browser, console_ui, c
         api, ["/api/v1/operator/release", "/api/v1/operator/shadow", "/api/v1/operator/rollouts"]
     )
     release = httpx.get(api + "/api/v1/operator/release").json()
+    assert [(r["revision"], r["percent"]) for r in release["split"]["revisions"]] == [
+        (STABLE, 90),
+        (CANARY, 10),
+    ]
     expected = ["canary 50%", "rollback. p99 latency +45 ms > +30 ms", "0.985"]
-    if not release["published"]:
-        expected.append("No rollout yet")
+    expected += [STABLE, CANARY, "90%", "10%", "model version 2", STABLE_URL, CANARY_URL]
     page_s = shown(browser, console_ui + "/releases", expected)
     assert settle_and_save(browser, "releases").stat().st_size > 10_000
     report("Releases", service_s, page_s)

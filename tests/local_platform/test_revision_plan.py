@@ -6,7 +6,7 @@ from __future__ import annotations
 from infra.release import stack_edits
 from local_platform import release_state
 from local_platform.release_state import LocalRevision
-from local_platform.revisions import Spec, feed_of, name_of, plan
+from local_platform.revisions import Spec, feed_of, name_of, plan, split_of
 
 R6, R7 = name_of(6), name_of(7)
 API = "http://127.0.0.1:8080"
@@ -70,3 +70,15 @@ def test_the_feed_names_the_stable_revision_and_the_shadow_tag_url():
     assert feed.mirroring
     alone = feed_of(release_state.parse(first(6, R6)), API)
     assert (alone.stable_revision, alone.shadow_url, alone.mirroring) == (R6, "", False)
+
+
+def test_the_split_shows_each_revisions_version_share_and_tag_urls():
+    text = release_state.with_revisions(stack_edits.canary(first(6, R6), 7, 10, R6), listed(R6, R7))
+    split = split_of(release_state.parse(text), API)
+    rows = [
+        (r.revision, r.model_version, r.percent, [t.tag for t in r.tags]) for r in split.revisions
+    ]
+    assert rows == [(R6, 6, 90, ["stable"]), (R7, 7, 10, ["canary", "shadow"])]
+    assert split.revisions[1].tags[0].url == f"{API}/tags/canary"
+    alone = split_of(release_state.parse(first(6, R6)), API)
+    assert [(r.revision, r.percent) for r in alone.revisions] == [(R6, 100)]

@@ -204,7 +204,12 @@ def guarded(store: LocalStore, certs_url: str) -> Iterator[TestClient[Litestar]]
 def test_the_ui_accounts_id_token_reads_operator_data(guarded, signer):
     response = guarded.get("/api/v1/operator/release", headers=bearer(signer.token()))
     assert response.status_code == 200, response.text
-    assert response.json() == {"published": False, "feed": None, "key": "releases/feed.json"}
+    assert response.json() == {
+        "published": False,
+        "feed": None,
+        "key": "releases/feed.json",
+        "split": None,
+    }
 
 
 @pytest.mark.parametrize(
