@@ -52,6 +52,17 @@ def _no_inherited_tracking_uri() -> Iterator[None]:
     _forget_tracking_uri()
 
 
+@pytest.fixture(autouse=True)
+def _main_module_kept() -> Iterator[None]:
+    """Streamlit's in-process script runner (AppTest) installs the app as ``__main__`` and never
+    puts pytest's back: a process started later with multiprocessing's spawn (the parallel tune
+    workers) then runs the UI's script as its own main before its target, and crashed, or hung
+    the suite for 900 s in CI. Each test gets back the ``__main__`` it started with."""
+    main = sys.modules["__main__"]
+    yield
+    sys.modules["__main__"] = main
+
+
 @pytest.fixture(scope="session")
 def housing() -> pd.DataFrame:
     """The full data set as ingest parses it from the packaged copy."""

@@ -166,7 +166,7 @@ def test_the_releases_page_says_there_is_no_rollout_yet(monkeypatch):
     answers = {
         "/api/v1/operator/release": (
             200,
-            {"published": False, "feed": None, "key": "releases/feed.json"},
+            {"published": False, "feed": None, "key": "releases/feed.json", "split": None},
         ),
         "/api/v1/operator/shadow": (200, {"kind": "shadow report", "prefix": "s", "entries": []}),
         "/api/v1/operator/rollouts": (200, {"kind": "rollout", "prefix": "r", "entries": []}),
@@ -175,8 +175,9 @@ def test_the_releases_page_says_there_is_no_rollout_yet(monkeypatch):
         at = page("releases_page", url, monkeypatch)
     assert not at.exception, at.exception
     said = [i.value for i in at.info]
-    assert said[0].startswith("No rollout yet")
-    assert said[1] == "No shadow report yet."
+    assert said[0].startswith("No traffic split published yet")
+    assert said[1].startswith("No rollout yet")
+    assert said[2] == "No shadow report yet."
 
 
 def test_the_audit_log_reads_as_a_timeline_of_verdicts():
