@@ -76,7 +76,11 @@ class Target(Protocol):
 
 def shifted(text: str, shift: Shift, live_revision: str) -> str:
     """The release text after a shift: the stack files' ``canary`` edit, then the shadow
-    share (a shadow phase is a canary at 0% that the stable revision mirrors to)."""
+    share (a shadow phase is a canary at 0% that the stable revision mirrors to). A smaller
+    share goes first: a canary at 100% that kept mirroring would be refused."""
+    before = stack_edits.read_release(text)
+    if before is not None and before.shadow_percent > shift.shadow_percent:
+        text = stack_edits.with_release(text, shadow_percent=shift.shadow_percent)
     edited = stack_edits.canary(text, shift.model_version, shift.canary_percent, live_revision)
     current = stack_edits.read_release(edited)
     if current is not None and current.shadow_percent != shift.shadow_percent:

@@ -100,15 +100,20 @@ def local_stack(
     with running(argv, log=logs / "splitter.log", env=splitter_env, cwd=ROOT) as proc:
         wait_until(lambda: accepts_connections(port), "the splitter", process=proc)
         # Revisions write their prediction log every second, so latency evidence is current.
-        revision_env = env | {"PREDICTION_LOG_INTERVAL_SECONDS": "1", "LOG_LEVEL": "WARNING"}
+        # The shadow phase's feed is read every second, and reported on in 5-second windows.
+        revision_env = env | {
+            "PREDICTION_LOG_INTERVAL_SECONDS": "1",
+            "LOG_LEVEL": "WARNING",
+            "SHADOW_FEED_SECONDS": "1",
+            "SHADOW_WINDOW_SECONDS": "5",
+        }
         reconciler = Reconciler(
             home=rollout_home,
             env=revision_env,
             python=sys.executable,
             api_url=api,
-            # No release feed: these tests run no shadow phase (and the feed's publish can't
-            # yet encode a revision name the YAML reader quoted).
-            store=None,
+            # The release feed and the split, as `nox -s stack` publishes them.
+            store=LocalStore(rollout_home / "artifacts"),
             say=lines.append,
         )
         thread = threading.Thread(target=reconciler.watch, name="reconciler", daemon=True)

@@ -2,7 +2,8 @@
 revisions): the drills of issue 15 — a canary failing 5% of requests, one 200 ms slower, one
 pricing 10% higher — each rolled back at its first step within 60 s of the step's start (a
 functional deadline; the measured times are printed), with no failed request but the injected
-ones; a canary of the same model passing every step and promoted; a controller killed with
+ones; a shadow phase mirroring to the new revision while it serves nobody; a canary of the same
+model passing every step and promoted; a controller killed with
 SIGKILL mid-step resuming from its audit log without shifting traffic twice, while a second
 controller is refused with the holder named."""
 
@@ -198,6 +199,73 @@ def test_a_canary_of_the_same_model_passes_every_step_and_is_promoted(local_stac
     finally:
         mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
     assert str(champion.version) == "2"
+    assert load.failures == []
+
+
+def test_a_shadow_phase_mirrors_without_serving_then_the_canary_is_promoted(
+    local_stack: LocalStack,
+):
+    """The whole shadow phase on the local platform: the stable revision mirrors every request
+    to the new one while it serves nobody, the shadow reports show both answered alike, the
+    console's split shows the new revision at 0% under its shadow tag, then a canary step passes
+    and is promoted."""
+    from housing_platform import traffic_split
+    from service import shadow_report
+
+    argv = command(
+        local_stack,
+        "--model-version", "2",
+        "--shadow", "12s",
+        "--shadow-percent", "100",
+        "--steps", "100",
+        "--interval", "5s",
+        "--deadline", "90s",
+        "--check-every", "1s",
+        "--probe-rps", "30",
+        # A revision of its own whatever the tests before left stable (a seed is no fault).
+        "--canary-faults", "seed=7",
+    )  # fmt: skip
+    store = local_stack.store
+    before = set(store.list(shadow_report.PREFIX))
+    splits: list[list[tuple[str, int, list[str]]]] = []
+
+    def watch_split() -> None:
+        while not load.stopping.wait(0.2):
+            found = traffic_split.read(store)
+            if found is not None:
+                rows = [(r.revision, r.percent, [t.tag for t in r.tags]) for r in found.revisions]
+                if not splits or splits[-1] != rows:
+                    splits.append(rows)
+
+    env = environment(local_stack, **SHORT_STEPS)
+    with users(local_stack) as load:
+        watcher = threading.Thread(target=watch_split, daemon=True)
+        watcher.start()
+        done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    watcher.join(timeout=10)
+    print(done.stdout, done.stderr)
+    assert done.returncode == 0, done.stderr
+    records = records_of(local_stack)
+    shifts = applied(records, "shift")
+    assert [(r.data["canary_percent"], r.data["shadow_percent"]) for r in shifts] == [
+        (0, 100),
+        (100, 0),
+    ]
+    passes = [r for r in records if r.kind == "verdict" and r.data["decision"] == "pass"]
+    assert [r.data["phase"] for r in passes] == [0, 1]
+    assert records[-1].data["outcome"] == "promoted"
+    # While it shadowed, the split showed the new revision serving nobody under its shadow tag.
+    stable, newest = shifts[0].data["stable_revision"], shifts[0].data["newest_revision"]
+    assert [(stable, 100, ["stable"]), (newest, 0, ["canary", "shadow"])] in splits, splits
+    # The stable revision mirrored users' requests, and both answered alike (the same model).
+    keys = [k for k in store.list(shadow_report.PREFIX) if k not in before]
+    reports = [shadow_report.read(store, k) for k in keys]
+    mirrored = [r for r in reports if r.outcomes.mirrored and r.shadow_revision == newest]
+    assert mirrored, keys
+    assert all(r.stable_revision == stable and r.shadow_model_version == 2 for r in mirrored)
+    assert sum(r.outcomes.answered for r in mirrored) > 0
+    assert sum(r.outcomes.failed for r in mirrored) == 0
+    assert min(r.agreement.within_5pct for r in mirrored if r.agreement.n) == 1.0
     assert load.failures == []
 
 

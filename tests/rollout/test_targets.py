@@ -54,3 +54,7 @@ def test_a_shadow_phase_mirrors_and_serves_no_one_on_dev():
     release = stack_edits.read_release(after)
     assert release is not None
     assert (release.canary_percent, release.shadow_percent) == (5, 0)
+    # Straight to all traffic: a canary at 100% can't keep mirroring, so the share goes first.
+    whole = stack_edits.read_release(shifted(text, Shift(2, 100), LIVE))
+    assert whole is not None
+    assert (whole.canary_percent, whole.shadow_percent) == (100, 0)
