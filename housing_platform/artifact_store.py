@@ -188,6 +188,17 @@ class GCSStore:
         )
 
 
+def read_if_present(store: ArtifactStore, key: str) -> bytes | None:
+    """The object's bytes, or None when there is none; a store that fails is still an error
+    (one read, and an existence check only when it fails)."""
+    try:
+        return store.read_bytes(key)
+    except StorageError:
+        if store.exists(key):
+            raise
+        return None
+
+
 def split_gs_uri(uri: str) -> tuple[str, str]:
     """``gs://bucket/a/b`` → ``("bucket", "a/b")``."""
     if not uri.startswith("gs://") or len(uri) <= len("gs://"):

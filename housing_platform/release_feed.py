@@ -15,7 +15,7 @@ from typing import Annotated
 
 import msgspec
 
-from housing_platform.artifact_store import ArtifactStore, StorageError
+from housing_platform.artifact_store import ArtifactStore, read_if_present
 
 #: Where the feed lives in the artifact store.
 KEY = "releases/feed.json"
@@ -70,10 +70,5 @@ def decode(data: bytes, source: str = KEY) -> ReleaseFeed:
 
 def read(store: ArtifactStore) -> ReleaseFeed | None:
     """The published feed, or None when nothing has been published."""
-    try:
-        data = store.read_bytes(KEY)
-    except StorageError:
-        if store.exists(KEY):
-            raise
-        return None
-    return decode(data, f"{store.uri}/{KEY}")
+    data = read_if_present(store, KEY)
+    return None if data is None else decode(data, f"{store.uri}/{KEY}")

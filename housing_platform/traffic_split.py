@@ -15,7 +15,7 @@ from typing import Annotated
 
 import msgspec
 
-from housing_platform.artifact_store import ArtifactStore, StorageError
+from housing_platform.artifact_store import ArtifactStore, read_if_present
 
 KEY = "releases/split.json"
 
@@ -54,10 +54,5 @@ def publish(store: ArtifactStore, split: TrafficSplit) -> TrafficSplit:
 
 def read(store: ArtifactStore) -> TrafficSplit | None:
     """The published split, or None when nothing has been published."""
-    try:
-        data = store.read_bytes(KEY)
-    except StorageError:
-        if store.exists(KEY):
-            raise
-        return None
-    return msgspec.json.decode(data, type=TrafficSplit)
+    data = read_if_present(store, KEY)
+    return None if data is None else msgspec.json.decode(data, type=TrafficSplit)
