@@ -218,7 +218,9 @@ def test_release_authenticates_only_as_the_stack_it_changes():
         assert auth["with"]["service_account"] == "${{ steps.creds.outputs.account }}"
     (dev_read,) = [s for s in auths if s not in stack_auths]
     assert dev_read["id"] == "dev-registry"
-    assert dev_read["if"] == "inputs.stack == 'prod' && inputs.action == 'canary'"
+    assert dev_read["if"] == (
+        "inputs.stack == 'prod' && (inputs.action == 'canary' || inputs.action == 'rollout')"
+    )
     assert dev_read["with"]["token_format"] == "access_token"
     assert dev_read["with"]["create_credentials_file"] is False
     assert dev_read["with"]["export_environment_variables"] is False
@@ -328,10 +330,12 @@ def test_no_change_commits_nothing(remote, job, stack):
 
 FAKE_TOOL = """#!{python}
 import json, os, sys
+RECORDED = ("ARTIFACT_URI", "MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_AUDIENCE")
 tool, argv = os.path.basename(sys.argv[0]), sys.argv[1:]
 stdin = sys.stdin.read() if sys.stdin and not sys.stdin.isatty() else ""
 with open(os.environ["FAKE_LOG"], "a") as log:
-    log.write(json.dumps({{"tool": tool, "argv": argv, "stdin": stdin}}) + "\\n")
+    seen = {{k: os.environ[k] for k in RECORDED if k in os.environ}}
+    log.write(json.dumps({{"tool": tool, "argv": argv, "stdin": stdin, "env": seen}}) + "\\n")
 if tool == "pulumi" and argv[:2] == ["stack", "output"]:
     outputs = json.loads(os.environ["FAKE_PULUMI_OUTPUTS"])
     rest = argv[2:]
@@ -348,6 +352,9 @@ if tool == "docker" and argv[:3] == ["buildx", "imagetools", "inspect"]:
                       "digest": digests[argv[3]], "size": 1}}))
 if tool == "docker" and argv[0] == "inspect":
     print(argv[-1].rsplit(":", 1)[0] + "@" + os.environ["FAKE_BUILT_DIGEST"])
+called = " ".join([tool, *argv])
+exits = json.loads(os.environ.get("FAKE_EXITS", "{{}}"))
+sys.exit(next((code for start, code in exits.items() if called.startswith(start)), 0))
 """
 
 
@@ -536,7 +543,9 @@ def test_a_prod_canary_copies_the_digests_dev_pinned(tmp_path, fakes, copy_env):
     ids = [s.get("id") for s in release["steps"]]
     assert ids.index("sync") < ids.index("copy") < ids.index("release"), "before the canary"
     copy = step(release, "copy")
-    assert copy["if"] == "inputs.stack == 'prod' && inputs.action == 'canary'"
+    assert copy["if"] == (
+        "inputs.stack == 'prod' && (inputs.action == 'canary' || inputs.action == 'rollout')"
+    )
     dev = {part: f"{DEV_REGISTRY}/{part}@{DIGEST}" for part in ("mlflow", "pipeline", "service")}
     stack_files(tmp_path, dev | {"ui": f"{DEV_REGISTRY}/ui@{DIGEST}"}, prod_ui=False)
     done = run_step(copy, tmp_path, copy_env, fakes.bin)
@@ -595,6 +604,43 @@ def test_the_release_step_runs_the_session_of_the_action(tmp_path, fakes, action
     if argv == ["--revision"]:
         expected.append(extra["REVISION"])
     assert call["argv"] == expected
+
+
+@pytest.mark.parametrize(("status", "rolled_back"), [(0, False), (1, True), (2, None)])
+def test_a_rollout_stages_prods_image_and_a_rollback_is_committed_then_fails_the_run(
+    tmp_path, fakes, status, rolled_back
+):
+    """`rollout` on prod: the copied image goes into the release at 0% first (its first step
+    deploys it); the controller gets the stack's bucket for its audit log and lease and MLflow
+    for the final promote. Its exit 1 (rolled back, applied) lets the commit step run, and the
+    job's last step fails the run; any other failure fails the step at once."""
+    outputs = {"bucket": "housing-prod-data", "mlflow_url": "https://housing-mlflow-x.run.app"}
+    env = {"ACTION": "rollout", "STACK": "prod", "MODEL_VERSION": "7", "PERCENT": "10"}
+    env |= {"REVISION": "", "STEPS": "10,50,100", "SHADOW": "5m", "FAKE_LOG": str(fakes.log)}
+    env |= {"SERVICE_IMAGE": "p/service@x", "FAKE_PULUMI_OUTPUTS": json.dumps(outputs)}
+    env |= {
+        "GITHUB_OUTPUT": str(tmp_path / "outputs"),
+        "FAKE_EXITS": json.dumps({"nox -s rollout": status}),
+    }
+    release = deploy_job("release")
+    done = run_step(step(release, "release"), tmp_path, env, fakes.bin)
+    staged, rollout = fakes.calls("nox")
+    assert staged["argv"] == ["-s", "canary", "--", "prod", "--model-version", "7", "--percent",
+                              "0", "--image", "p/service@x", "--no-up"]  # fmt: skip
+    assert rollout["argv"] == ["-s", "rollout", "--", "prod", "--model-version", "7", "--steps",
+                               "10,50,100", "--shadow", "5m"]  # fmt: skip
+    assert rollout["env"] == {
+        "ARTIFACT_URI": "gs://housing-prod-data/artifacts",
+        "MLFLOW_TRACKING_URI": outputs["mlflow_url"],
+        "MLFLOW_TRACKING_AUDIENCE": outputs["mlflow_url"],
+    }
+    written = (tmp_path / "outputs").read_text() if (tmp_path / "outputs").exists() else ""
+    assert (done.returncode == 0) is (rolled_back is not None), done.stdout + done.stderr
+    assert ("rolled_back=true" in written) is bool(rolled_back)
+    last = release["steps"][-1]
+    assert last["if"] == "${{ !cancelled() && steps.release.outputs.rolled_back == 'true' }}"
+    assert run_step(last, tmp_path, {"STACK": "prod"}).returncode == 1
+    assert release["timeout-minutes"] >= 60, "a rollout takes 15-30 minutes"
 
 
 # Retraining: one trainer (the stack's Cloud Scheduler), and a report that gets fresh ID tokens.
