@@ -197,7 +197,8 @@ def rollout_section() -> None:
     frame = timeline(entries)
     st.altair_chart(timeline_chart(frame), key="rollout_timeline")
     for row in frame.itertuples():
-        st.markdown(f"`{row.time}` **{row.step}**: {row.verdict}. {row.reasons}")
+        said = ". ".join(part for part in (str(row.verdict), str(row.reasons)) if part)
+        st.markdown(f"`{row.time}` **{row.step}**" + (f": {said}" if said else ""))
 
 
 def render() -> None:
