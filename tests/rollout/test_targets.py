@@ -40,16 +40,17 @@ def test_each_step_then_a_rollback_keeps_the_stack_file_valid(stack):
     assert [line for line in rolled.splitlines() if "release" not in line][:20] == before[:20]
 
 
-def test_a_shadow_phase_mirrors_and_serves_no_one_on_dev():
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_a_shadow_phase_mirrors_and_serves_no_one(stack):
     # A shadow phase needs the service made for it first (CPU after answers, invoker grant).
-    text = first_release("dev").replace(
-        "    public: true\n", "    public: true\n    shadowing: true\n", 1
-    )
+    service = "  housing-mlops:service:\n"
+    text = first_release(stack).replace(service, service + "    shadowing: true\n", 1)
+    assert "shadowing: true" in text
     text = shifted(text, Shift(2, 0, shadow_percent=100), LIVE)
     release = stack_edits.read_release(text)
     assert release is not None
     assert (release.canary_percent, release.shadow_percent) == (0, 100)
-    config_from_text(text, "dev")
+    config_from_text(text, stack)
     after = shifted(text, Shift(2, 5), LIVE)  # the first canary step ends the shadow phase
     release = stack_edits.read_release(after)
     assert release is not None
