@@ -33,8 +33,8 @@ import httpx
 
 from housing_platform import release_feed, traffic_split
 from housing_platform.artifact_store import ArtifactStore
-from infra.release.publication import traffic_split as split_for_operators
-from infra.release.traffic import SHADOW_TAG, STABLE_TAG, ReleaseError, revision_name
+from infra.release import publication
+from infra.release.traffic import ReleaseError, revision_name
 from local_platform import release_state
 from local_platform.processes import LOOPBACK, Process, alive, free_port, spawn
 from local_platform.release_state import LocalRevision, ReleaseState
@@ -101,25 +101,27 @@ def plan(state: ReleaseState, running: Collection[str]) -> Plan:
     )
 
 
+def tag_urls(state: ReleaseState, api_url: str) -> dict[str, str]:
+    """The splitter's URL of each tag the release gives a revision."""
+    return {tag: f"{api_url.rstrip('/')}/tags/{tag}" for tag in state.tagged()} if api_url else {}
+
+
+def versions(state: ReleaseState) -> dict[str, int]:
+    return {name: revision.model_version for name, revision in state.revisions.items()}
+
+
 def feed_of(state: ReleaseState, api_url: str) -> release_feed.ReleaseFeed:
     """The release feed of an applied (not pending) release: who serves, who shadows it."""
-    tags = state.tagged()
-    shadow = tags.get(SHADOW_TAG, "")
-    return release_feed.ReleaseFeed(
-        stable_revision=tags.get(STABLE_TAG, state.newest),
-        shadow_percent=state.release.shadow_percent if shadow else 0,
-        shadow_url=f"{api_url.rstrip('/')}/tags/{SHADOW_TAG}" if shadow and api_url else "",
-        shadow_revision=shadow,
-        shadow_model_version=state.revisions[shadow].model_version if shadow else 0,
+    return publication.release_feed(
+        state.release, state.newest, state.tagged(), tag_urls(state, api_url), versions(state)
     )
 
 
 def split_of(state: ReleaseState, api_url: str) -> traffic_split.TrafficSplit:
     """The live split of an applied release, with the splitter's tag URLs."""
-    tagged = state.tagged()
-    urls = {tag: f"{api_url.rstrip('/')}/tags/{tag}" for tag in tagged} if api_url else {}
-    versions = {name: revision.model_version for name, revision in state.revisions.items()}
-    return split_for_operators(state.targets(), tagged, urls, versions)
+    return publication.operator_split(
+        state.targets(), state.tagged(), tag_urls(state, api_url), versions(state)
+    )
 
 
 def log_path(home: Path, name: str) -> Path:

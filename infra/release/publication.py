@@ -24,7 +24,7 @@ from infra.release.traffic import (
 )
 
 
-def traffic_split(
+def operator_split(
     targets: list[TrafficTarget],
     tagged: Mapping[str, str],
     tag_urls: Mapping[str, str],
@@ -52,6 +52,25 @@ def traffic_split(
     return TrafficSplit(revisions=rows)
 
 
+def release_feed(
+    release: Release,
+    newest: str,
+    tagged: Mapping[str, str],
+    tag_urls: Mapping[str, str],
+    versions: Mapping[str, int],
+) -> ReleaseFeed:
+    """What the stable revision needs: who it is, and the revision under the ``shadow`` tag
+    it mirrors ``release.shadowPercent`` of its requests to, if any."""
+    shadow = tagged.get(SHADOW_TAG, "")
+    return ReleaseFeed(
+        stable_revision=tagged.get(STABLE_TAG, newest),
+        shadow_percent=release.shadow_percent if shadow else 0,
+        shadow_url=tag_urls.get(SHADOW_TAG, "") if shadow else "",
+        shadow_revision=shadow,
+        shadow_model_version=(versions.get(shadow) or model_version_of(shadow)) if shadow else 0,
+    )
+
+
 def from_stack(release: Release, outputs: Mapping[str, Any]) -> tuple[ReleaseFeed, TrafficSplit]:
     """The feed and split of a GCP stack after ``up``: its release and the outputs
     ``live_revision``, ``canary_revision`` and ``tag_urls``. A shadow phase on Cloud Run is the
@@ -61,16 +80,11 @@ def from_stack(release: Release, outputs: Mapping[str, Any]) -> tuple[ReleaseFee
     tag_urls = {str(k): str(v) for k, v in (outputs.get("tag_urls") or {}).items()}
     targets = split(release, newest)
     tagged = {t.tag: t.revision for t in targets}
-    shadowing = bool(release.shadow_percent) and STABLE_TAG in tagged
-    if shadowing:
+    if release.shadow_percent and STABLE_TAG in tagged:
         tagged[SHADOW_TAG] = newest
         tag_urls[SHADOW_TAG] = tag_urls.get(CANARY_TAG, "")
-    feed = ReleaseFeed(
-        stable_revision=tagged.get(STABLE_TAG, newest),
-        shadow_percent=release.shadow_percent if shadowing else 0,
-        shadow_url=tag_urls.get(SHADOW_TAG, "") if shadowing else "",
-        shadow_revision=newest if shadowing else "",
-        shadow_model_version=release.model_version if shadowing else 0,
-    )
     versions = {newest: release.model_version}
-    return feed, traffic_split(targets, tagged, tag_urls, versions)
+    return (
+        release_feed(release, newest, tagged, tag_urls, versions),
+        operator_split(targets, tagged, tag_urls, versions),
+    )
