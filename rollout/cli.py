@@ -17,13 +17,21 @@ import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import FrameType
+from typing import Literal
 
 import msgspec
 
 from housing_platform.artifact_store import ArtifactStore, StorageError, open_store
 from housing_platform.settings_reader import SettingsError, read_settings
 from rollout import audit, judge
-from rollout.controller import Controller, Plan, RolledBackError, check_plan, progress
+from rollout.controller import (
+    CROSS_CHECK_WAIT_S,
+    Controller,
+    Plan,
+    RolledBackError,
+    check_plan,
+    progress,
+)
 from rollout.evidence import EvidenceError
 from rollout.lease import TTL_S, Lease, LeaseHeldError
 from rollout.probe import ProbeSetError, read_probe_set
@@ -90,8 +98,15 @@ def parser() -> argparse.ArgumentParser:
         help="how long each step lasts at least before it may pass (default 60s)",
     )  # fmt: skip
     p.add_argument(
-        "--deadline", type=duration, default=300.0, metavar="DURATION",
-        help="a step still inconclusive this long after it started is rolled back (5m)",
+        "--deadline", type=duration, default=None, metavar="DURATION",
+        help="a step still inconclusive this long after it started is rolled back (default "
+        "5m; on a stack waiting for Cloud Monitoring, the step's least time + 10m)",
+    )  # fmt: skip
+    p.add_argument(
+        "--monitoring", choices=("wait", "check", "off"), default="wait",
+        help="a stack's cross-check by Cloud Monitoring's per-revision request counts: wait "
+        "(they can fail a step, which passes only once they cover its window; default), "
+        "check (they can only fail it) or off; the local platform has none",
     )  # fmt: skip
     p.add_argument("--check-every", type=duration, default=2.0, metavar="DURATION")
     p.add_argument(
@@ -106,16 +121,22 @@ def parser() -> argparse.ArgumentParser:
 
 
 def plan_of(args: argparse.Namespace) -> Plan:
+    monitoring: Literal["wait", "check", "off"] = "off" if args.stack == LOCAL else args.monitoring
+    deadline = args.deadline
+    if deadline is None:
+        least = max(args.interval, args.shadow)
+        deadline = max(300.0, least + 600.0) if monitoring == "wait" else 300.0
     return Plan(
         model_version=args.model_version,
         steps=args.steps,
         shadow_s=args.shadow,
         shadow_percent=args.shadow_percent,
         interval_s=args.interval,
-        deadline_s=args.deadline,
+        deadline_s=deadline,
         check_s=args.check_every,
         probe_rps=args.probe_rps,
         faults=args.canary_faults.strip(),
+        monitoring=monitoring,
     )
 
 
@@ -188,6 +209,14 @@ def main(argv: list[str] | None = None, env: Mapping[str, str] = os.environ) -> 
     problems = check_plan(plan)
     if plan.faults and args.stack != LOCAL:
         problems.append("--canary-faults: for the local platform only (drills)")
+    least = max(plan.interval_s, plan.shadow_s)
+    if plan.monitoring == "wait" and plan.deadline_s < least + CROSS_CHECK_WAIT_S:
+        problems.append(
+            f"--deadline: a step waits up to {CROSS_CHECK_WAIT_S / 60:.0f} min for Cloud "
+            f"Monitoring's counts, so give at least --interval (and --shadow) + "
+            f"{CROSS_CHECK_WAIT_S / 60:.0f}m ({least + CROSS_CHECK_WAIT_S:.0f}s), or "
+            "--monitoring check"
+        )
     if plan.faults:
         from service.faults import FaultSpecError, parse
 
@@ -235,6 +264,11 @@ def main(argv: list[str] | None = None, env: Mapping[str, str] = os.environ) -> 
             promote_model=pipeline_promote(settings, env),
             say=say,
             stopping=stopping,
+            cross_check=(
+                target.request_counts()
+                if isinstance(target, StackTarget) and plan.monitoring != "off"
+                else None
+            ),
         )
         try:
             controller.run()

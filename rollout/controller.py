@@ -22,13 +22,16 @@ reads the log and continues. An intent without its outcome is done again, and ev
 idempotent against the release (a shift already applied is not written again), so traffic never
 shifts twice. A resumed judging phase opens a new window: its counters' baseline died with the
 old process.
+
+On GCP each step is also **cross-checked** by Cloud Monitoring's request counts per revision
+(``cloud_monitoring``: users' requests too, minutes late): see ``judge.cross_checked``.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -38,10 +41,16 @@ import numpy as np
 from housing_platform.artifact_store import ArtifactStore
 from rollout import evidence, judge
 from rollout.audit import AuditLog
+from rollout.cloud_monitoring import RequestCounts
 from rollout.lease import Lease
 from rollout.probe import ProbeLoad, ProbeSet, SideCounts, price_probe
 from rollout.targets import Shift, Snapshot, Target
 
+#: How often the cross-check's counts are read: Cloud Run samples them once a minute.
+CROSS_CHECK_EVERY_S = 30.0
+#: How much longer a step may take while it waits for those counts: a minute's point, visible
+#: up to 3 minutes after it closed, read every 30 s, and some margin.
+CROSS_CHECK_WAIT_S = 360.0
 SHADOW: Literal["shadow"] = "shadow"
 CANARY: Literal["canary"] = "canary"
 
@@ -67,6 +76,10 @@ class Plan(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
     faults: str = ""
     """HOUSING_FAULTS for the new revision (local drills only)."""
     model_name: str = "housing-price"
+    monitoring: Literal["wait", "check", "off"] = "wait"
+    """A stack's cross-check by Cloud Monitoring's request counts: ``wait`` (they can fail a
+    step, and a step passes only once they cover its window), ``check`` (they can only fail
+    it), ``off``. The local platform has none: each revision's own counters are read instead."""
 
 
 class Phase(msgspec.Struct, frozen=True):
@@ -231,6 +244,9 @@ class Window:
     baseline: dict[str, evidence.Counts]
     probes: dict[str, SideCounts] = field(default_factory=dict)
     prices: judge.PriceEvidence = evidence.NO_PRICES
+    monitoring: RequestCounts | None = None
+    monitoring_read_at: float = 0.0
+    monitoring_error: str = ""
 
 
 class Controller:
@@ -248,6 +264,7 @@ class Controller:
         promote_model: Callable[[int], None],
         say: Callable[[str], None] = print,
         stopping: threading.Event | None = None,
+        cross_check: Callable[[Sequence[str], float, float], RequestCounts] | None = None,
     ):
         self.target = target
         self.store = store
@@ -260,6 +277,9 @@ class Controller:
         self.stopping = stopping or threading.Event()
         self.probes: ProbeLoad | None = None
         self.latencies = evidence.LatencyReader(store)
+        self.cross_check = cross_check
+        """Per-revision request counts from a second source (Cloud Monitoring on GCP)."""
+        self.cross_check_every_s = CROSS_CHECK_EVERY_S
 
     def record(self, kind: str, **data: Any) -> None:
         self.lease.renew_if_due()
@@ -366,7 +386,7 @@ class Controller:
             if self.stopping.wait(plan.check_s):
                 raise KeyboardInterrupt
             ev = self._evidence(snap, sides, urls, window, time.time())
-            verdict = judge.judge(ev, self.limits)
+            verdict = self._cross_checked(judge.judge(ev, self.limits), plan, phase, sides, window)
             now = time.time()  # the decision's time, after the evidence was gathered
             step_s = now - p.applied_at
             decision, reason = decide(
@@ -383,11 +403,58 @@ class Controller:
                 step_s=round(step_s, 3),
                 verdict=msgspec.to_builtins(verdict),
                 probes={side: c.as_dict() for side, c in window.probes.items()},
+                **self._monitoring_record(window),
             )
             if decision == "continue":
                 continue
             self.say(f"step {phase.index + 1} ({phase.describe()}): {decision} — {reason}")
             return
+
+    def _cross_checked(
+        self,
+        verdict: judge.Verdict,
+        plan: Plan,
+        phase: Phase,
+        sides: dict[str, str],
+        window: Window,
+    ) -> judge.Verdict:
+        """The verdict cross-checked by the second source's counts of the window, read every
+        ``cross_check_every_s``; a failed read is recorded and read again, never a pass."""
+        if self.cross_check is None or plan.monitoring == "off":
+            return verdict
+        now = time.time()
+        if now - window.monitoring_read_at >= self.cross_check_every_s:
+            window.monitoring_read_at = now
+            try:
+                window.monitoring = self.cross_check(list(sides.values()), window.started_at, now)
+                window.monitoring_error = ""
+            except evidence.EvidenceError as exc:
+                if not window.monitoring_error:
+                    self.say(f"cross-check: {exc}")
+                window.monitoring_error = str(exc)
+        counts = window.monitoring
+        errors = None
+        if counts is not None and counts.through > window.started_at:
+            canary, stable = counts.of(sides["canary"]), counts.of(sides["stable"])
+            errors = judge.ErrorEvidence(
+                canary_requests=canary.requests,
+                canary_errors=canary.errors,
+                stable_requests=stable.requests,
+                stable_errors=stable.errors,
+            )
+        covered = counts is not None and counts.through >= window.started_at + phase.least_s
+        return judge.cross_checked(verdict, errors, covered=covered, wait=plan.monitoring == "wait")
+
+    def _monitoring_record(self, window: Window) -> dict[str, Any]:
+        if self.cross_check is None:
+            return {}
+        counts = window.monitoring
+        return {
+            "monitoring": {
+                "through": counts.through if counts is not None else 0.0,
+                "error": window.monitoring_error,
+            }
+        }
 
     def _counters(
         self, snap: Snapshot, sides: dict[str, str], window: Window | None

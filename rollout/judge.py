@@ -9,7 +9,10 @@ Three checks, each ``pass``, ``fail`` or ``inconclusive`` with a reason an opera
   the canary's error rate higher?); too few requests is "inconclusive, probing more", never a
   pass or a fail;
 - **latency**: canary p99 against stable p99, a ratio with an absolute floor, so that noise of
-  a few milliseconds never rolls back.
+  a few milliseconds never rolls back;
+- **monitoring** (GCP): the errors test again on Cloud Monitoring's per-revision request counts,
+  users' requests included (``cross_checked``): it can fail a step, and a step whose other checks
+  pass waits for those counts to cover its window.
 
 A step fails when any check fails, is inconclusive when none fails and one can't decide yet,
 and passes otherwise. The verdict is one JSON record (``Verdict.to_json``) for the audit log.
@@ -108,7 +111,7 @@ class Evidence(msgspec.Struct, frozen=True, kw_only=True):
 class Check(msgspec.Struct, frozen=True, kw_only=True):
     """One check's outcome, why, and the figures it decided on (for the audit record)."""
 
-    name: Literal["prices", "errors", "latency"]
+    name: Literal["prices", "errors", "latency", "monitoring"]
     outcome: Outcome
     reason: str
     figures: dict[str, float] = {}
@@ -144,6 +147,45 @@ def judge(evidence: Evidence, limits: JudgeLimits = DEFAULT_LIMITS) -> Verdict:
             reason = "; ".join(f"{c.name}: {c.reason}" for c in named)
             return Verdict(outcome=outcome, reason=reason, checks=checks, limits=limits)
     return Verdict(outcome=PASS, reason="every check passed", checks=checks, limits=limits)
+
+
+def cross_checked(
+    verdict: Verdict,
+    errors: ErrorEvidence | None,
+    *,
+    covered: bool,
+    source: str = "Cloud Monitoring",
+    wait: bool = True,
+) -> Verdict:
+    """``verdict`` with a second, later source of request counts (every request each revision
+    answered, not only the probes'): the errors test on them fails the step like any check;
+    ``None`` is no counts yet. With ``wait``, a passing verdict stays inconclusive until the
+    counts ``covered`` the window (the step's deadline still ends the wait, by a rollback)."""
+    limits = verdict.limits
+    checks = verdict.checks
+    if errors is not None:
+        check = judge_errors(errors, limits)
+        check = Check(
+            name="monitoring",
+            outcome=check.outcome,
+            reason=f"{source}: {check.reason}",
+            figures=check.figures,
+        )
+        checks = (*checks, check)
+        if check.outcome == FAIL:
+            reason = f"monitoring: {check.reason}"
+            if verdict.outcome == FAIL:
+                reason = f"{verdict.reason}; {reason}"
+            return Verdict(outcome=FAIL, reason=reason, checks=checks, limits=limits)
+    if verdict.outcome == PASS and wait and not covered:
+        return Verdict(
+            outcome=INCONCLUSIVE,
+            reason=f"every check passed; waiting for {source}'s request counts to cover the "
+            "window (they arrive up to 3 minutes late)",
+            checks=checks,
+            limits=limits,
+        )
+    return Verdict(outcome=verdict.outcome, reason=verdict.reason, checks=checks, limits=limits)
 
 
 def judge_prices(evidence: PriceEvidence, limits: JudgeLimits = DEFAULT_LIMITS) -> Check:

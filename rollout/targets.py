@@ -10,7 +10,8 @@ already is what an intent asked for, so a restarted controller never shifts traf
   and its splitter serves the tags under ``<api>/tags/<tag>``. ``--canary-faults`` sets the
   local-only ``housing-mlops:revisionFaults`` for the revision it starts.
 - ``StackTarget``: ``Pulumi.<stack>.yaml`` and ``python -m infra.cli up <stack>``; the tag URLs
-  and revision names are the stack's outputs, and requests carry an ID token for the service.
+  and revision names are the stack's outputs, and requests carry an ID token for the service;
+  ``request_counts`` reads each revision's requests from Cloud Monitoring (the cross-check).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import httpx
 from infra.release import stack_edits
 from infra.release.traffic import CANARY_TAG, SHADOW_TAG, STABLE_TAG, Release, ReleaseError
 from local_platform import release_state
+from rollout.cloud_monitoring import RequestCountReader, google_access_token
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVED = "x-served-revision"
@@ -289,6 +291,24 @@ class StackTarget:
         revision = str(self._outputs().get("canary_revision") or "")
         self._edit(lambda text: stack_edits.promote(text, revision))
         return self.snapshot()
+
+    def request_counts(self) -> RequestCountReader:
+        """The API service's per-revision request counts in Cloud Monitoring (the rollout's
+        cross-check), as the caller's application-default credentials may read them."""
+        from google.auth.exceptions import DefaultCredentialsError
+
+        from infra.components.inference_service import SERVICE
+        from infra.plan import config_from_text
+
+        project = config_from_text(self.path.read_text(), self.stack).project
+        try:
+            token = google_access_token()
+        except DefaultCredentialsError as exc:
+            raise TargetError(
+                f"the Cloud Monitoring cross-check needs Google credentials ({exc}): run "
+                "`gcloud auth application-default login`, or pass --monitoring off"
+            ) from None
+        return RequestCountReader(project, SERVICE, token)
 
     def headers(self, url: str) -> Mapping[str, str]:
         """An ID token for the service (refreshed before it expires)."""

@@ -36,6 +36,9 @@ CI_ROLES = {
     ),
     "roles/iam.serviceAccountAdmin": "the workload accounts and grants on them",
     "roles/iam.workloadIdentityPoolAdmin": "the GitHub pool and provider this trust lives in",
+    "roles/monitoring.viewer": (
+        "the rollout's cross-check: each revision's request counts in Cloud Monitoring"
+    ),
     "roles/resourcemanager.projectIamAdmin": (
         "project-level grants of the workloads; conditioned so it can grant only those roles"
     ),

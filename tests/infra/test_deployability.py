@@ -97,6 +97,23 @@ def test_every_resource_calls_only_apis_the_stack_enables(stack, retrain_source,
     assert "iamcredentials.googleapis.com" in enabled
 
 
+@pytest.mark.parametrize("stack", STACKS)
+def test_the_rollouts_cross_check_is_readable_by_the_release_jobs_account(stack, deployed):
+    """``nox -s rollout -- <stack>`` reads each revision's request counts from Cloud
+    Monitoring: the stack enables its API, and the account the release job runs as may read it."""
+    config = stack_config(stack)
+    d = deployed(config)
+    enabled = {r.inputs["service"] for r in d.of_type("gcp:projects/service:Service")}
+    assert "monitoring.googleapis.com" in enabled
+    ci = f"serviceAccount:housing-ci@{config.project}.iam.gserviceaccount.com"
+    roles = {
+        r.inputs["role"]
+        for r in d.of_type("gcp:projects/iAMMember:IAMMember")
+        if r.inputs["member"] == ci
+    }
+    assert "roles/monitoring.viewer" in roles
+
+
 # -- 3. Ordering -----------------------------------------------------------------------------
 @pytest.mark.parametrize("stack", STACKS)
 def test_workloads_wait_for_their_database_secret_and_grants(stack, deployed):

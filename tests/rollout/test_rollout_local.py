@@ -321,3 +321,76 @@ def test_a_controller_killed_mid_step_resumes_without_shifting_twice_and_a_secon
     windows = [r.data for r in records if r.kind == "window" and r.data["phase"] == 0]
     assert [w["resumed"] for w in windows] == [False, True]
     assert records[-1].data["outcome"] == "promoted"
+
+
+def test_a_canary_whose_users_fail_in_cloud_monitorings_counts_is_rolled_back(
+    local_stack: LocalStack,
+):
+    """The GCP cross-check, driven on the local platform: the probes and the revision's own
+    counters see a healthy canary (a seed is no fault), but the per-revision request counts read
+    from Cloud Monitoring (a stand-in on loopback, through the same reader) hold 5% of 5xx for
+    it, as users' requests the probes never send would on GCP. The step is rolled back on those
+    counts alone, at its first step, and no user request fails."""
+    from rollout import judge
+    from rollout.cli import open_log
+    from rollout.cloud_monitoring import RequestCountReader
+    from rollout.controller import Controller, Plan, RolledBackError
+    from rollout.lease import Lease
+    from rollout.probe import read_probe_set
+    from rollout.targets import LocalTarget
+    from tests.rollout.fake_monitoring import FakeMonitoring, serving
+
+    plan = Plan(
+        model_version=2,
+        steps=(5, 100),
+        interval_s=20,
+        deadline_s=55,
+        check_s=1,
+        probe_rps=30,
+        faults="seed=3",
+        monitoring="check",
+    )
+    store = local_stack.store
+    lease = Lease(store, "local")
+    lease.acquire()
+    with serving(FakeMonitoring()) as fake, users(local_stack) as load:
+        reader = RequestCountReader("project", "housing-api", lambda: "token", api=fake.url)
+        asked: list[list[str]] = []
+
+        def cross_check(revisions, since, until):  # type: ignore[no-untyped-def]
+            canary, stable = revisions  # the controller asks for [canary, stable]
+            fake.counts = {canary: (2000, 100), stable: (6000, 0)}
+            asked.append(list(revisions))
+            return reader(revisions, since, until)
+
+        try:
+            log, _ = open_log(store, "local", plan, lease.holder)
+            controller = Controller(
+                target=LocalTarget(local_stack.home, local_stack.api),
+                store=store,
+                log=log,
+                lease=lease,
+                probe_set=read_probe_set(store, plan.model_name, plan.model_version),
+                limits=judge.JudgeLimits(min_requests=150, latency_floor_ms=2000),
+                promote_model=lambda version: pytest.fail("a failing canary was promoted"),
+                say=print,
+                cross_check=cross_check,
+            )
+            controller.cross_check_every_s = 0.5
+            with pytest.raises(RolledBackError, match="monitoring: Cloud Monitoring: canary"):
+                controller.run()
+        finally:
+            lease.release()
+    records = log.records()
+    shift, rollback = applied(records, "shift"), applied(records, "rollback")
+    assert [r.data["canary_percent"] for r in shift] == [5]
+    assert rollback[0].data["canary_percent"] == 0
+    failed = next(r for r in records if r.kind == "verdict" and r.data["decision"] == "fail")
+    checks = {c["name"]: c["outcome"] for c in failed.data["verdict"]["checks"]}
+    assert checks["monitoring"] == "fail"
+    assert checks["errors"] != "fail"  # the probes and /metrics saw nothing wrong
+    assert failed.data["monitoring"]["through"] >= shift[0].time
+    assert all(a[0] == shift[0].data["newest_revision"] for a in asked)
+    assert rollback[0].time - shift[0].time < ROLLBACK_DEADLINE_S
+    assert local_stack.state().release.canary_percent == 0
+    assert load.failures == []

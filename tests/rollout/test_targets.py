@@ -59,3 +59,18 @@ def test_a_shadow_phase_mirrors_and_serves_no_one(stack):
     whole = stack_edits.read_release(shifted(text, Shift(2, 100), LIVE))
     assert whole is not None
     assert (whole.canary_percent, whole.shadow_percent) == (100, 0)
+
+
+def test_a_stacks_cross_check_without_google_credentials_says_how_to_get_them(
+    tmp_path, monkeypatch
+):
+    from rollout.targets import StackTarget, TargetError
+
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path))  # no gcloud login either
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with pytest.raises(TargetError) as caught:
+        StackTarget("dev", ROOT).request_counts()
+    message = str(caught.value)
+    assert "gcloud auth application-default login" in message
+    assert "--monitoring off" in message
