@@ -58,14 +58,18 @@ def object_key(day: str, model_version: str, revision: str, instance: str, seq: 
 def encode(rows: Sequence[tuple[Any, ...]]) -> bytes:
     """Rows (tuples in :data:`COLUMNS` order) as one parquet file."""
     import pyarrow as pa
+
+    values = zip(*rows, strict=True) if rows else ([] for _ in COLUMNS)
+    return encode_table(pa.table(dict(zip(COLUMNS, map(list, values), strict=True))))
+
+
+def encode_table(table: Any) -> bytes:
+    """A table of :data:`COLUMNS` as one parquet file (pyarrow writes it without holding the
+    interpreter's lock)."""
     import pyarrow.parquet as pq
 
-    # Transposed in C: the service's writer thread runs this holding the interpreter's lock,
-    # which the event loop then waits for.
-    values = zip(*rows, strict=True) if rows else ([] for _ in COLUMNS)
-    columns = dict(zip(COLUMNS, map(list, values), strict=True))
     out = io.BytesIO()
-    pq.write_table(pa.table(columns), out, compression="zstd")
+    pq.write_table(table, out, compression="zstd")
     return out.getvalue()
 
 

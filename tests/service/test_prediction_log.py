@@ -4,6 +4,7 @@ logs every house it prices, with its request, to the artifact store, unless told
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import threading
@@ -11,6 +12,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import ClassVar
 
+import pyarrow.parquet as pq
 import pytest
 from litestar.testing import TestClient
 from prometheus_client import REGISTRY
@@ -396,3 +398,50 @@ def test_a_request_is_never_failed_by_its_record_even_a_malformed_one():
     record(plog, request_id="r2")
     assert plog.flush() == 1
     assert [r["request_id"] for r in store.rows()] == ["r2"]
+
+
+def test_a_big_flush_steps_aside_between_slices_and_writes_the_same_file():
+    """The writer gives the interpreter's lock up between slices of ``SLICE_ROWS`` values (so
+    the event loop never waits on a whole batch), and the file is the one a single pass makes:
+    a slice whose houses all lack a bedroom count (nulls alone) or give their age as a whole
+    number still gets the column's type."""
+    from model_runtime.prediction_records import encode
+    from service.prediction_log import SLICE_ROWS, encode_in_slices
+
+    n = SLICE_ROWS * 2 + 7
+    houses = []
+    for i in range(n):
+        house = dict(EXAMPLE_HOUSE)
+        house["total_bedrooms"] = None if i < SLICE_ROWS + 3 else 129.0
+        house["housing_median_age"] = 41 if i < SLICE_ROWS else 41.5
+        houses.append(house)
+    pauses = []
+    store = Store()
+    plog = PredictionLog(
+        store.write, revision="rev-a", batch_rows=n, clock=lambda: NOV_30,
+        pause=lambda: pauses.append(1),
+    )  # fmt: skip
+    plog.record(
+        request_id="big",
+        model_name="housing-price",
+        model_version="3",
+        houses=houses,
+        prices=[1.0 * i for i in range(n)],
+        form="onnx",
+        status=200,
+        latency_ms=2.0,
+    )
+    assert plog.flush() == n
+    slices = 3
+    assert len(pauses) == slices + slices * len(COLUMNS)  # sorting, then each column's slices
+    (data,) = store.objects.values()
+    rows = decode(data)
+    assert len(rows) == n
+    assert rows[0]["total_bedrooms"] is None
+    assert rows[-1]["total_bedrooms"] == 129.0
+    assert [r["housing_median_age"] for r in (rows[0], rows[-1])] == [41.0, 41.5]
+    # A single pass over the same rows makes the same file.
+    single = encode([tuple(r[c] for c in COLUMNS) for r in rows])
+    assert decode(single) == rows
+    assert pq.read_schema(io.BytesIO(single)) == pq.read_schema(io.BytesIO(data))
+    assert encode_in_slices([]) == encode([])
