@@ -401,12 +401,12 @@ def test_a_request_is_never_failed_by_its_record_even_a_malformed_one():
 
 
 def test_a_big_flush_steps_aside_between_slices_and_writes_the_same_file():
-    """The writer gives the interpreter's lock up between slices of ``SLICE_ROWS`` values (so
+    """The writer gives the interpreter's lock up every ``PAUSE_EVERY`` values it converts (so
     the event loop never waits on a whole batch), and the file is the one a single pass makes:
     a slice whose houses all lack a bedroom count (nulls alone) or give their age as a whole
     number still gets the column's type."""
     from model_runtime.prediction_records import encode
-    from service.prediction_log import SLICE_ROWS, encode_in_slices
+    from service.prediction_log import PAUSE_EVERY, SLICE_ROWS, encode_in_slices
 
     n = SLICE_ROWS * 2 + 7
     houses = []
@@ -432,8 +432,8 @@ def test_a_big_flush_steps_aside_between_slices_and_writes_the_same_file():
         latency_ms=2.0,
     )
     assert plog.flush() == n
-    slices = 3
-    assert len(pauses) == slices + slices * len(COLUMNS)  # sorting, then each column's slices
+    values = n * len(COLUMNS)
+    assert len(pauses) == 1 + values // PAUSE_EVERY  # once sorting, then every PAUSE_EVERY
     (data,) = store.objects.values()
     rows = decode(data)
     assert len(rows) == n
