@@ -41,6 +41,12 @@ class RequestCounts(msgspec.Struct, frozen=True):
     def of(self, revision: str) -> Counts:
         return self.counts.get(revision, Counts())
 
+    def covers(self, t: float) -> bool:
+        """Whether every request answered before ``t`` is surely counted. A point ends its
+        alignment period, which may hold only part of the minute Cloud Run sampled last, so a
+        whole period more is asked for."""
+        return self.through - ALIGNMENT_S >= t
+
 
 def rfc3339(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -442,7 +442,7 @@ class Controller:
                 stable_requests=stable.requests,
                 stable_errors=stable.errors,
             )
-        covered = counts is not None and counts.through >= window.started_at + phase.least_s
+        covered = counts is not None and counts.covers(window.started_at + phase.least_s)
         return judge.cross_checked(verdict, errors, covered=covered, wait=plan.monitoring == "wait")
 
     def _monitoring_record(self, window: Window) -> dict[str, Any]:

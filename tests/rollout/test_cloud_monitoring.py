@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from rollout import judge
-from rollout.cloud_monitoring import RequestCountReader, parse, query
+from rollout.cloud_monitoring import RequestCountReader, RequestCounts, parse, query
 from rollout.evidence import Counts, EvidenceError
 from tests.rollout.fake_monitoring import FakeMonitoring, serving
 
@@ -61,6 +61,13 @@ def test_counts_are_summed_per_revision_with_5xx_as_errors_and_the_newest_point_
     assert counts.of("absent") == Counts()
     assert counts.through == datetime(2026, 12, 1, 9, 3, tzinfo=UTC).timestamp()
     assert parse([{}]).through == 0.0  # nothing arrived yet: no evidence, not "no errors"
+
+
+def test_the_counts_cover_a_moment_only_a_whole_alignment_period_after_it():
+    counts = RequestCounts({}, through=UNTIL)
+    assert counts.covers(UNTIL - 60)
+    assert not counts.covers(UNTIL - 59)
+    assert not RequestCounts({}).covers(SINCE)  # nothing arrived yet
 
 
 def test_a_time_series_of_another_shape_is_an_error_naming_what_is_missing():
