@@ -24,14 +24,7 @@ import msgspec
 from housing_platform.artifact_store import ArtifactStore, StorageError, open_store
 from housing_platform.settings_reader import SettingsError, read_settings
 from rollout import audit, judge
-from rollout.controller import (
-    CROSS_CHECK_WAIT_S,
-    Controller,
-    Plan,
-    RolledBackError,
-    check_plan,
-    progress,
-)
+from rollout.controller import Controller, Plan, RolledBackError, check_plan, progress
 from rollout.evidence import EvidenceError
 from rollout.lease import TTL_S, Lease, LeaseHeldError
 from rollout.probe import ProbeSetError, read_probe_set
@@ -209,14 +202,6 @@ def main(argv: list[str] | None = None, env: Mapping[str, str] = os.environ) -> 
     problems = check_plan(plan)
     if plan.faults and args.stack != LOCAL:
         problems.append("--canary-faults: for the local platform only (drills)")
-    least = max(plan.interval_s, plan.shadow_s)
-    if plan.monitoring == "wait" and plan.deadline_s < least + CROSS_CHECK_WAIT_S:
-        problems.append(
-            f"--deadline: a step waits up to {CROSS_CHECK_WAIT_S / 60:.0f} min for Cloud "
-            f"Monitoring's counts, so give at least --interval (and --shadow) + "
-            f"{CROSS_CHECK_WAIT_S / 60:.0f}m ({least + CROSS_CHECK_WAIT_S:.0f}s), or "
-            "--monitoring check"
-        )
     if plan.faults:
         from service.faults import FaultSpecError, parse
 

@@ -76,10 +76,17 @@ class Plan(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
     faults: str = ""
     """HOUSING_FAULTS for the new revision (local drills only)."""
     model_name: str = "housing-price"
-    monitoring: Literal["wait", "check", "off"] = "wait"
+    monitoring: Literal["wait", "check", "off"] = "off"
     """A stack's cross-check by Cloud Monitoring's request counts: ``wait`` (they can fail a
     step, and a step passes only once they cover its window), ``check`` (they can only fail
-    it), ``off``. The local platform has none: each revision's own counters are read instead."""
+    it), ``off`` (the default here, and in logs from before the cross-check; the CLI asks for
+    ``wait`` on a stack). The local platform has none: each revision's own counters are read
+    instead."""
+
+    @property
+    def least_s(self) -> float:
+        """The longest any phase lasts at least: ``interval_s``, or the shadow phase's."""
+        return max(self.interval_s, self.shadow_s)
 
 
 class Phase(msgspec.Struct, frozen=True):
@@ -124,8 +131,15 @@ def check_plan(plan: Plan) -> list[str]:
         problems.append("--shadow-percent: between 0 and 100")
     if plan.shadow_s > 0 and plan.shadow_percent == 0:
         problems.append("--shadow-percent: above 0 when --shadow is set")
-    if plan.deadline_s < max(plan.interval_s, plan.shadow_s):
+    if plan.deadline_s < plan.least_s:
         problems.append("--deadline: at least --interval (and --shadow)")
+    elif plan.monitoring == "wait" and plan.deadline_s < plan.least_s + CROSS_CHECK_WAIT_S:
+        problems.append(
+            f"--deadline: a step waits up to {CROSS_CHECK_WAIT_S / 60:.0f} min for Cloud "
+            f"Monitoring's counts, so give at least --interval (and --shadow) + "
+            f"{CROSS_CHECK_WAIT_S / 60:.0f}m ({plan.least_s + CROSS_CHECK_WAIT_S:.0f}s), or "
+            "--monitoring check"
+        )
     if plan.check_s <= 0:
         problems.append("--check-every: above 0")
     if plan.probe_rps < 0:

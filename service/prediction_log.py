@@ -88,6 +88,8 @@ def encode_in_slices(rows: Sequence[Row], pause: Callable[[], None] = _pause) ->
     others', as one pass over the whole column would infer them)."""
     import pyarrow as pa
 
+    if not rows:
+        return encode(rows)
     pieces: list[list[Any]] = [[] for _ in COLUMNS]
     since_pause = 0
     for start in range(0, len(rows), SLICE_ROWS):
@@ -98,8 +100,6 @@ def encode_in_slices(rows: Sequence[Row], pause: Callable[[], None] = _pause) ->
             if since_pause >= PAUSE_EVERY:
                 pause()
                 since_pause = 0
-    if not rows:
-        return encode(rows)
     columns = {}
     for name, column in zip(COLUMNS, pieces, strict=True):
         schemas = [pa.schema([(name, piece.type)]) for piece in column]
