@@ -114,7 +114,7 @@ class PredictionLogConfig(_Section, frozen=True):
 
     enabled: bool = True
     """PREDICTION_LOG: off stops the log (and so the drift monitor's input)."""
-    batch_rows: Annotated[int, msgspec.Meta(ge=1)] = 1000
+    batch_rows: Annotated[int, msgspec.Meta(ge=1)] = 10_000
     """PREDICTION_LOG_BATCH_ROWS: rows that start a write."""
     interval_seconds: Annotated[float, msgspec.Meta(gt=0)] = 10.0
     """PREDICTION_LOG_INTERVAL_SECONDS: the longest a row waits to be written."""

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from model_runtime.contract import FEATURES
+from model_runtime.contract import FEATURES, NUMERIC_FEATURES
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -55,22 +55,40 @@ def object_key(day: str, model_version: str, revision: str, instance: str, seq: 
     return f"{PREFIX}date={day}/model_version={version}/{revision}/{instance}/{seq:08d}.parquet"
 
 
-def encode(rows: Sequence[tuple[Any, ...]]) -> bytes:
-    """Rows (tuples in :data:`COLUMNS` order) as one parquet file."""
+def schema() -> Any:
+    """The objects' column types, fixed rather than inferred, so that every flush writes the
+    same types whatever its rows hold (a flush whose houses all lack a bedroom count, or give
+    their age as a whole number)."""
     import pyarrow as pa
 
+    text, number = pa.string(), pa.float64()
+    kinds = {"time": number, "price": number, "latency_ms": number, "status": pa.int64()}
+    kinds.update(dict.fromkeys(NUMERIC_FEATURES, number))
+    return pa.schema([(name, kinds.get(name, text)) for name in COLUMNS])
+
+
+def encode(rows: Sequence[tuple[Any, ...]]) -> bytes:
+    """Rows (tuples in :data:`COLUMNS` order) as one parquet file. The interpreter's lock is
+    held only while each column is turned into an array, in C: about half a millisecond for
+    1,000 rows, which is what the service's event loop may wait for a flush."""
+    import pyarrow as pa
+
+    kinds = schema()
     values = zip(*rows, strict=True) if rows else ([] for _ in COLUMNS)
-    return encode_table(pa.table(dict(zip(COLUMNS, map(list, values), strict=True))))
+    arrays = [pa.array(column, type=kind) for column, kind in zip(values, kinds.types, strict=True)]
+    return encode_table(pa.Table.from_arrays(arrays, schema=kinds))
 
 
 def encode_table(table: Any) -> bytes:
-    """A table of :data:`COLUMNS` as one parquet file (pyarrow writes it without holding the
-    interpreter's lock)."""
+    """A table of :data:`COLUMNS` as one parquet file. pyarrow writes it without holding the
+    interpreter's lock, into its own buffer: a Python file object would take the lock back for
+    every piece written."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    out = io.BytesIO()
+    out = pa.BufferOutputStream()
     pq.write_table(table, out, compression="zstd")
-    return out.getvalue()
+    return bytes(out.getvalue().to_pybytes())
 
 
 def decode(data: bytes) -> list[dict[str, Any]]:

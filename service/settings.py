@@ -58,7 +58,7 @@ class ServiceSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_
     GCP gs://<bucket>/artifacts. The prediction log writes under its predictions/."""
     prediction_log: bool = True
     """Whether every priced house is logged to the artifact store (PREDICTION_LOG: true/false)."""
-    prediction_log_batch_rows: Annotated[int, Meta(ge=1)] = 1000
+    prediction_log_batch_rows: Annotated[int, Meta(ge=1)] = 10_000
     """Rows that start a write at once, without waiting for the interval
     (PREDICTION_LOG_BATCH_ROWS)."""
     prediction_log_interval_seconds: Annotated[float, Meta(gt=0)] = 10.0

@@ -41,7 +41,7 @@ class InferenceArgs(cloudrun.WorkloadArgs, frozen=True, kw_only=True):
     concurrency: int = 40
     prediction_log: bool = True
     """Log every priced house under ``gs://<bucket>/artifacts/predictions/``."""
-    prediction_log_batch_rows: int = 1000
+    prediction_log_batch_rows: int = 10_000
     prediction_log_interval_seconds: float = 10.0
     prediction_log_capacity_rows: int = 100_000
     faults: str = ""

@@ -149,7 +149,7 @@ def test_a_blocked_store_never_blocks_a_request_and_the_overflow_is_counted(capl
 
 def test_a_failing_store_fails_no_request_and_its_rows_are_kept_for_the_next_flush(caplog):
     store = Store()
-    plog = PredictionLog(store.write, revision="rev", capacity_rows=1000)
+    plog = PredictionLog(store.write, revision="rev", batch_rows=100, capacity_rows=1000)
     store.failing = True
     record(plog, n=5)
     assert plog.flush() == 0
@@ -400,48 +400,65 @@ def test_a_request_is_never_failed_by_its_record_even_a_malformed_one():
     assert [r["request_id"] for r in store.rows()] == ["r2"]
 
 
-def test_a_big_flush_steps_aside_between_slices_and_writes_the_same_file():
-    """The writer gives the interpreter's lock up every ``PAUSE_EVERY`` values it converts (so
-    the event loop never waits on a whole batch), and the file is the one a single pass makes:
-    a slice whose houses all lack a bedroom count (nulls alone) or give their age as a whole
-    number still gets the column's type."""
-    from model_runtime.prediction_records import encode
-    from service.prediction_log import PAUSE_EVERY, SLICE_ROWS, encode_in_slices
-
-    n = SLICE_ROWS * 2 + 7
-    houses = []
-    for i in range(n):
-        house = dict(EXAMPLE_HOUSE)
-        house["total_bedrooms"] = None if i < SLICE_ROWS + 3 else 129.0
-        house["housing_median_age"] = 41 if i < SLICE_ROWS else 41.5
-        houses.append(house)
-    pauses = []
+def test_every_object_has_the_same_column_types_whatever_its_houses_hold():
+    """Types are fixed, not inferred from a flush's rows: a flush whose houses all lack a
+    bedroom count (nulls alone) or give their age as a whole number still writes float columns,
+    so readers can concatenate any two objects."""
     store = Store()
-    plog = PredictionLog(
-        store.write, revision="rev-a", batch_rows=n, clock=lambda: NOV_30,
-        pause=lambda: pauses.append(1),
-    )  # fmt: skip
+    plog = PredictionLog(store.write, revision="rev-a", clock=lambda: NOV_30)
+    for age, bedrooms in ((41, None), (41.5, 129.0)):
+        house = {**EXAMPLE_HOUSE, "housing_median_age": age, "total_bedrooms": bedrooms}
+        plog.record(
+            request_id="r", model_name="housing-price", model_version="3", houses=[house],
+            prices=[1.0], form="onnx", status=200, latency_ms=2.0,
+        )  # fmt: skip
+        assert plog.flush() == 1
+    first, second = (pq.read_schema(io.BytesIO(data)) for data in store.objects.values())
+    assert first == second
+    assert str(first.field("total_bedrooms").type) == "double"
+    assert str(first.field("housing_median_age").type) == "double"
+    assert [r["total_bedrooms"] for r in store.rows()] == [None, 129.0]
+
+
+def test_rows_are_grouped_by_utc_day_and_version_in_the_order_first_seen():
+    from service.prediction_log import Rows
+
+    def rows(*at_version: tuple[float, str]) -> Rows:
+        found = Rows()
+        for i, (at, version) in enumerate(at_version):
+            one = Rows.of(
+                [EXAMPLE_HOUSE], [float(i)], (at, 200, 1.0), ("r", "m", version, "x", "f")
+            )
+            found.extend(one)
+        return found
+
+    def prices(got: Rows) -> list[float]:
+        return got.table().column("price").to_pylist()
+
+    same = rows(*[(NOV_30 + i, "3") for i in range(5)])
+    ((key, group),) = same.groups().items()
+    assert key == (NOV_30 // 86_400, "3")
+    assert group is same
+    midnight = NOV_30 + 12 * 3600  # NOV_30 is noon UTC
+    mixed = rows((midnight - 1, "3"), (midnight, "3"), (midnight - 2, "4"), (NOV_30, "3"))
+    got = {key: prices(group) for key, group in mixed.groups().items()}
+    assert list(got.items()) == [
+        ((NOV_30 // 86_400, "3"), [0.0, 3.0]),
+        ((NOV_30 // 86_400 + 1, "3"), [1.0]),
+        ((NOV_30 // 86_400, "4"), [2.0]),
+    ]
+    assert Rows().groups() == {}
+
+
+def test_a_house_with_an_input_that_is_no_number_is_dropped_and_counted_not_raised():
+    store = Store()
+    plog = PredictionLog(store.write, revision="rev")
     plog.record(
-        request_id="big",
-        model_name="housing-price",
-        model_version="3",
-        houses=houses,
-        prices=[1.0 * i for i in range(n)],
-        form="onnx",
-        status=200,
-        latency_ms=2.0,
-    )
-    assert plog.flush() == n
-    values = n * len(COLUMNS)
-    assert len(pauses) == 1 + values // PAUSE_EVERY  # once sorting, then every PAUSE_EVERY
-    (data,) = store.objects.values()
-    rows = decode(data)
-    assert len(rows) == n
-    assert rows[0]["total_bedrooms"] is None
-    assert rows[-1]["total_bedrooms"] == 129.0
-    assert [r["housing_median_age"] for r in (rows[0], rows[-1])] == [41.0, 41.5]
-    # A single pass over the same rows makes the same file.
-    single = encode([tuple(r[c] for c in COLUMNS) for r in rows])
-    assert decode(single) == rows
-    assert pq.read_schema(io.BytesIO(single)) == pq.read_schema(io.BytesIO(data))
-    assert encode_in_slices([]) == encode([])
+        request_id="r1", model_name="housing-price", model_version="3",
+        houses=[{**EXAMPLE_HOUSE, "median_income": "high"}], prices=[1.0], form="onnx",
+        status=200, latency_ms=1.0,
+    )  # fmt: skip
+    assert (plog.dropped, plog.buffered) == (1, 0)
+    record(plog, request_id="r2")
+    assert plog.flush() == 1
+    assert [r["request_id"] for r in store.rows()] == ["r2"]
