@@ -69,7 +69,8 @@ _features = operator.attrgetter(*FEATURES)
 NUMBERS = ("time", *NUMERIC_FEATURES, "price", "status", "latency_ms")
 TEXTS = ("request_id", "model_name", "model_version", "revision", CATEGORICAL, "form")
 _WIDTH = len(NUMBERS)
-_VERSION = TEXTS.index("model_version")
+_TIME = NUMBERS.index("time")
+_version = operator.itemgetter(TEXTS.index("model_version"))
 
 
 def _values(house: Any) -> tuple[Any, ...]:
@@ -146,15 +147,16 @@ class Rows:
 
     def groups(self) -> dict[tuple[int, str], Rows]:
         """The rows by (UTC day, model version), as their objects are partitioned, in the order
-        first seen. Nearly every flush is one group, found without a pass in Python."""
+        first seen. Nearly every flush is one group, found in C (numpy, ``map``, ``count``) without
+        a pass in Python over its rows."""
         if not self.texts:
             return {}
         import numpy as np
 
-        times = np.frombuffer(self.numbers, dtype=np.float64)[::_WIDTH]
+        times = np.frombuffer(self.numbers, dtype=np.float64)[_TIME::_WIDTH]
         # Days since the epoch: UTC days, as POSIX time has no leap seconds.
         days = (times // DAY_S).astype(np.int64)
-        versions = [text[_VERSION] for text in self.texts]
+        versions = list(map(_version, self.texts))
         first = versions[0]
         if days.min() == days.max() and versions.count(first) == len(versions):
             return {(int(days[0]), first): self}
