@@ -18,7 +18,7 @@ from infra.cost import estimate, pricing
 from infra.plan import main as plan_main
 from infra.plan import read_stack_config, stack_file
 from infra.policy import rules
-from tests.infra.conftest import ROOT, STACKS, stack_config
+from tests.infra.conftest import ROOT, STACKS, assert_readme_documents, stack_config
 from tests.infra.fake_cloud import FakeCloud
 from tests.infra.preview import analyze, analyze_stack, policy_pack, record
 from tests.infra.test_deployability import API_OF, NOT_GOOGLE, values
@@ -453,35 +453,5 @@ def test_the_offline_plan_shows_the_batch_job_and_its_scoped_grants(capsys):
 
 
 # -- What the README tells users to write -----------------------------------------------------
-def _readme_batch_rows() -> dict[str, list[str]]:
-    """The deploy guide's table of ``batch.*`` keys: key → default, dev, prod cells."""
-    rows: dict[str, list[str]] = {}
-    for line in (ROOT / "README.md").read_text().splitlines():
-        cells = [c.strip() for c in line.strip("|").split("|")]
-        if not line.startswith("| `batch.") or len(cells) != 5:
-            continue  # not a row of the keys' table (the layout table's `batch.py`)
-        key, default, dev, prod, _ = cells
-        names = key.replace("`", "").split(" / ")
-        values = [c.replace("`", "").split(" / ") for c in (default, dev, prod)]
-        for i, name in enumerate(names):
-            rows[name.removeprefix("batch.")] = [v[i] if len(v) > i else "" for v in values]
-    return rows
-
-
-def _as_text(value: object) -> str:
-    if isinstance(value, bool):
-        return str(value).lower()
-    if value == ():
-        return "empty"
-    return str(value)
-
-
 def test_the_readme_documents_every_batch_key_as_the_stacks_set_it():
-    rows = _readme_batch_rows()
-    fields = msgspec.structs.fields(BatchConfig)
-    assert set(rows) == {f.encode_name for f in fields}
-    configs = [BatchConfig(), stack_config("dev").batch, stack_config("prod").batch]
-    for f in fields:
-        for cell, config in zip(rows[f.encode_name], configs, strict=True):
-            shown = cell.replace(",", "")
-            assert shown == _as_text(getattr(config, f.name)), (f.encode_name, cell)
+    assert_readme_documents("batch", BatchConfig, lambda stack: stack.batch)

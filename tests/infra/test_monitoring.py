@@ -11,10 +11,10 @@ import msgspec
 import pytest
 
 from infra.components.monitor import RETRAIN_PERMISSIONS, window_arg
-from infra.config import ConfigError, StackConfig, parse
+from infra.config import ConfigError, PredictionLogConfig, StackConfig, parse
 from infra.plan import main as plan_main
 from infra.plan import read_stack_config, stack_file
-from tests.infra.conftest import STACKS, stack_config
+from tests.infra.conftest import STACKS, assert_readme_documents, stack_config
 from tests.infra.fake_cloud import CloudError, FakeCloud
 from tests.infra.test_deployability import values
 
@@ -413,3 +413,9 @@ def test_the_offline_plan_shows_the_monitor_and_the_scoped_grants(capsys):
         assert "objectListPrefix" in lines[grant], grant
     assert '"matchesPrefixes":["artifacts/predictions/"]' in lines["data-bucket"]
     assert 'executionEnvironment="EXECUTION_ENVIRONMENT_GEN2"' in lines["api-service"]
+
+
+def test_the_readme_documents_every_prediction_log_key_as_the_stacks_set_it():
+    assert_readme_documents(
+        "predictionLog", PredictionLogConfig, lambda stack: stack.prediction_log
+    )
