@@ -12,12 +12,13 @@ per interval, never silently.
 
 Rows are buffered the way the writer needs them, so that it holds the interpreter's lock (which
 the event loop then waits for) as little as possible: each row's numbers go into one flat array
-of doubles as the request appends them (about a microsecond a house), so the writer's numeric
+of doubles as the request appends them (a few microseconds a request), so the writer's numeric
 columns are views of that memory, and only the six text values of each row are turned into
 columns by the writer, in C: about 0.3 ms for 1,000 rows on the bench's machine, where tuples
-of every value took 1.5 ms. Neither holds objects the garbage collector tracks one by one (a
-buffer holding the requests' own objects made six times the young collections at 1,000
-requests/s, on the event loop's thread).
+of every value took 1.5 ms. The array holds no objects, and tuples of strings are untracked by
+the garbage collector at its first look, so a full buffer costs it little (a buffer holding the
+requests' own objects made six times the young collections at 1,000 requests/s, on the event
+loop's thread).
 
 The objects' format and names are ``model_runtime.prediction_records``'s, which the
 readers (monitor, feedback, replay) share.
