@@ -268,15 +268,13 @@ class PredictionLog:
             ROWS_DROPPED.inc(len(houses))
             return
         with self._lock:
-            buffer = self._rows
-            room = self.capacity_rows - len(buffer.texts)
-            lost = len(rows.texts) - room
+            room = self.capacity_rows - len(self._rows)
+            lost = len(rows) - room
             if lost > 0:
                 rows = rows.head(max(room, 0))
                 self.dropped += lost
-            buffer.numbers.extend(rows.numbers)
-            buffer.texts.extend(rows.texts)
-            full = len(buffer.texts) >= self.batch_rows
+            self._rows.extend(rows)
+            full = len(self._rows) >= self.batch_rows
         if lost > 0:
             ROWS_DROPPED.inc(lost)
         if full and not self._wake.is_set():
